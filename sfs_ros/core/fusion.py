@@ -1,0 +1,116 @@
+"""Masks + labels -> label image, instance image, and pictures of them for people.
+
+FastSAM masks overlap (a window inside a building mask). Painting largest first lets smaller
+masks painted later stay visible: the Semantic-Segment-Anything rule.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sfs_ros.core.frame import (
+    UNLABELED,
+    UNLABELED_CLASS,
+    UNLABELED_MONO8,
+    Labels,
+    Masks,
+    SfsError,
+    check_rgb_image,
+)
+
+
+class FusionError(SfsError, ValueError):
+    """Inputs to fusion that do not fit together; the message says which and why."""
+
+
+def paint_order(areas: np.ndarray) -> np.ndarray:
+    """Mask indices, largest area first; ties keep the lower index first (stable sort)."""
+    areas = np.asarray(areas)
+    if areas.ndim != 1:
+        raise FusionError(f"areas must be 1-D, got shape {areas.shape}")
+    return np.argsort(-areas.astype(np.int64), kind="stable")
+
+
+def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
+    """Return (label_image, instance_image), both (H, W) uint16.
+
+    label_image holds the class id of the last-painted *labeled* mask, UNLABELED elsewhere: an
+    unlabeled mask must not erase what a labeled mask beneath it said. instance_image holds
+    i + 1 for the last-painted mask i, labeled or not, 0 where no mask covers.
+    """
+    stack, class_ids = masks.masks, np.asarray(labels.class_ids)
+    if stack.ndim != 3 or stack.dtype != np.bool_:
+        raise FusionError(f"masks must be (N, H, W) bool, got {stack.shape} {stack.dtype}")
+    n, height, width = stack.shape
+    if class_ids.shape != (n,) or np.shape(masks.areas) != (n,):
+        raise FusionError(
+            f"{n} masks but {class_ids.shape} class ids and {np.shape(masks.areas)} areas"
+        )
+    if n > np.iinfo(np.uint16).max:
+        raise FusionError(f"{n} masks do not fit the uint16 instance image")
+    bad = (class_ids != UNLABELED_CLASS) & ((class_ids < 0) | (class_ids >= UNLABELED))
+    if bad.any():
+        raise FusionError(f"class ids must be {UNLABELED_CLASS} or 0..{UNLABELED - 1}, "
+                          f"got {class_ids[bad][0]}")
+    label_image = np.full((height, width), UNLABELED, np.uint16)
+    instance_image = np.zeros((height, width), np.uint16)
+    for i in paint_order(masks.areas):
+        instance_image[stack[i]] = i + 1
+        if class_ids[i] != UNLABELED_CLASS:
+            label_image[stack[i]] = class_ids[i]
+    return label_image, instance_image
+
+
+def to_mono8(label_image: np.ndarray) -> np.ndarray:
+    """uint8 copy with UNLABELED_MONO8 (255) for unlabeled; ids >= 255 cannot be represented."""
+    labeled = label_image != UNLABELED
+    if labeled.any() and label_image[labeled].max() >= UNLABELED_MONO8:
+        raise FusionError(
+            f"class id {label_image[labeled].max()} does not fit mono8 "
+            f"(ids must be < {UNLABELED_MONO8}); publish mono16 for this vocabulary"
+        )
+    return np.where(labeled, label_image, UNLABELED_MONO8).astype(np.uint8)
+
+
+def colorize(label_image: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: palette colour of each pixel's class, black where unlabeled."""
+    if palette.ndim != 2 or palette.shape[1] != 3 or palette.dtype != np.uint8:
+        raise FusionError(f"palette must be (K, 3) uint8, got {palette.shape} {palette.dtype}")
+    labeled = label_image != UNLABELED
+    ids = label_image[labeled]
+    if ids.size and ids.max() >= len(palette):
+        raise FusionError(f"class id {ids.max()} has no colour in a {len(palette)}-colour palette")
+    rgb = np.zeros(label_image.shape + (3,), np.uint8)
+    rgb[labeled] = palette[ids]
+    return rgb
+
+
+def overlay(
+    image_rgb: np.ndarray,
+    label_image: np.ndarray,
+    instance_image: np.ndarray,
+    palette: np.ndarray,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """The image blended with class colours where labeled, instance boundaries in white.
+
+    A boundary pixel is one whose instance id differs from its right or lower neighbour, so
+    lines are 1 px wide; every other unlabeled pixel keeps its original value.
+    """
+    check_rgb_image(image_rgb)
+    if not 0.0 <= alpha <= 1.0:
+        raise FusionError(f"alpha must be in [0, 1], got {alpha}")
+    if label_image.shape != image_rgb.shape[:2] or instance_image.shape != image_rgb.shape[:2]:
+        raise FusionError(
+            f"image {image_rgb.shape[:2]}, label image {label_image.shape} and instance image "
+            f"{instance_image.shape} must have the same height and width"
+        )
+    colors = colorize(label_image, palette)
+    labeled = label_image != UNLABELED
+    out = image_rgb.copy()
+    blend = (1.0 - alpha) * image_rgb[labeled] + alpha * colors[labeled]
+    out[labeled] = np.rint(blend).astype(np.uint8)
+    boundary = np.zeros(instance_image.shape, bool)
+    boundary[:, :-1] |= instance_image[:, :-1] != instance_image[:, 1:]
+    boundary[:-1, :] |= instance_image[:-1, :] != instance_image[1:, :]
+    out[boundary] = 255
+    return out

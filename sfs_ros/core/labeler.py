@@ -1,0 +1,251 @@
+"""The CLIP head: names every mask of a frame against a vocabulary (the SSA labeling style).
+
+Each mask is cut out at several context scales around its box (pixels outside the mask fade to
+neutral grey so the background does not vote), all crops of the frame go through the image
+encoder in one batch, and each crop is scored by cosine similarity against the cached text
+embeddings of the vocabulary. Probabilities (softmax over classes) are averaged over scales.
+
+Text embeddings are the expensive part to recompute (~9 s per 150 prompts on a 2-core CPU), so
+they are cached per vocabulary and prompt-template set, in memory and on disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from sfs_ros.core.device import new_stream, on_stream, resolve_device
+from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError, check_rgb_image
+from sfs_ros.core.vocabulary import Vocabulary
+from sfs_ros.core.weights import cache_dir, resolve_clip
+
+log = logging.getLogger("sfs_ros.labeler")
+
+#: Few templates on purpose: each one multiplies the text-encoder cost of a vocabulary change.
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a photo of the {} in the scene.")
+GREY = 0.5  # neutral grey in [0, 1] RGB, before CLIP's normalisation
+
+
+class LabelingCancelled(SfsError):
+    """The labeler was asked to stop between two crop batches (pipeline shutdown)."""
+
+
+@dataclass(frozen=True)
+class LabelerConfig:
+    """CLIP head options."""
+
+    clip_model: str = "ViT-B-32"
+    pretrained: str = "openai"  # open_clip tag or a local checkpoint file
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    scales: tuple[float, ...] = (1.0, 1.5)  # crop side = longest box side x scale
+    background_blend: float = 0.8  # 1 = pixels outside the mask fully grey, 0 = untouched
+    threshold: float = 0.1  # best class probability below this leaves the mask unlabeled
+    topk: int = 3
+    batch_size: int = 64  # crops per encoder call; bounds memory and shutdown latency
+    device: str = "auto"
+    half: bool = False
+    random_weights: bool = False
+    disk_cache: bool = True
+
+    def validate(self) -> None:
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise SfsError("every prompt template must contain '{}' and at least one is needed")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise SfsError(f"scales must be positive, got {self.scales}")
+        if not 0.0 <= self.background_blend <= 1.0 or not 0.0 <= self.threshold <= 1.0:
+            raise SfsError("background_blend and threshold must lie in [0, 1]")
+        if self.topk < 1 or self.batch_size < 1:
+            raise SfsError("topk and batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class TextBank:
+    """Normalised text embeddings of one vocabulary: row i belongs to class i."""
+
+    vocabulary: Vocabulary
+    embeddings: torch.Tensor  # (K, D) on the labeler's device
+
+
+class Labeler:
+    """Loads open_clip once; labels the masks of a frame against the current TextBank."""
+
+    def __init__(self, config: LabelerConfig = LabelerConfig()) -> None:
+        import open_clip
+
+        config.validate()
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = torch.float16 if config.half and self.device.type == "cuda" else torch.float32
+        if config.random_weights:
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                model = open_clip.create_model(config.clip_model, pretrained=None)
+            log.warning("CLIP %s runs with RANDOM weights: labels are meaningless", config.clip_model)
+        else:
+            checkpoint, quick_gelu = resolve_clip(config.clip_model, config.pretrained)
+            model = open_clip.create_model(
+                config.clip_model, pretrained=checkpoint, force_quick_gelu=quick_gelu
+            )
+        self.model = model.eval().to(self.device, self.dtype)
+        self.tokenizer = open_clip.get_tokenizer(config.clip_model)
+        size = model.visual.image_size
+        self.crop_size = (size, size) if isinstance(size, int) else tuple(size)
+        pre = model.visual.preprocess_cfg
+        self.mean = torch.tensor(pre["mean"], device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(pre["std"], device=self.device).view(1, 3, 1, 1)
+        self.logit_scale = float(model.logit_scale.detach().exp())
+        self.stream = new_stream(self.device)
+        self._bank: TextBank | None = None
+        self._memory_cache: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+        self.text_encodings = 0  # how many times the text encoder ran (cache misses)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.config.random_weights
+
+    # ------------------------------------------------------------------ vocabulary / text side
+    def _cache_key(self, vocabulary: Vocabulary) -> str:
+        cfg = self.config
+        weights = "random-seed0" if cfg.random_weights else cfg.pretrained
+        parts = [cfg.clip_model, weights, "\x1f".join(cfg.templates), vocabulary.key]
+        return hashlib.sha1("\x1e".join(parts).encode()).hexdigest()
+
+    def encode_vocabulary(self, vocabulary: Vocabulary) -> TextBank:
+        """Text embeddings of `vocabulary`: template x synonym ensemble, from cache when possible.
+
+        Thread-safe and free of side effects on the current bank, so callers can encode a new
+        vocabulary on any thread while frames are still labeled with the old one.
+        """
+        key = self._cache_key(vocabulary)
+        with self._lock:
+            cached = self._memory_cache.get(key)
+        path = cache_dir() / "text" / f"{key}.pt"
+        use_disk = self.config.disk_cache and not self.config.random_weights
+        if cached is None and use_disk and path.is_file():
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached.shape[0] != len(vocabulary):
+                cached = None
+        if cached is None:
+            cached = self._encode_text(vocabulary)
+            if use_disk:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{threading.get_ident()}")
+                torch.save(cached, tmp)
+                tmp.replace(path)
+        with self._lock:
+            self._memory_cache[key] = cached
+        return TextBank(vocabulary, cached.to(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def _encode_text(self, vocabulary: Vocabulary) -> torch.Tensor:
+        self.text_encodings += 1
+        prompts: list[str] = []
+        owner: list[int] = []
+        for cls in vocabulary.classes:
+            for name in cls.synonyms:
+                for template in self.config.templates:
+                    prompts.append(template.format(name))
+                    owner.append(cls.id)
+        embeddings = []
+        for start in range(0, len(prompts), 256):
+            tokens = self.tokenizer(prompts[start : start + 256]).to(self.device)
+            embeddings.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        per_prompt = torch.cat(embeddings)
+        index = torch.tensor(owner, device=per_prompt.device)
+        summed = torch.zeros(len(vocabulary), per_prompt.shape[1], device=per_prompt.device)
+        summed.index_add_(0, index, per_prompt)
+        return F.normalize(summed, dim=-1).cpu()
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> TextBank:
+        """Encode (or fetch) `vocabulary` and make it current; frames in flight keep the old one."""
+        bank = self.encode_vocabulary(vocabulary)
+        self._bank = bank  # a single reference swap: label() reads it once per frame
+        return bank
+
+    @property
+    def bank(self) -> TextBank:
+        if self._bank is None:
+            raise SfsError("no vocabulary set: call set_vocabulary() first")
+        return self._bank
+
+    # ------------------------------------------------------------------ image side
+    def crop_boxes(self, boxes: np.ndarray, height: int, width: int) -> torch.Tensor:
+        """Square crop windows (x0, y0, x1, y1) per scale around each box, scale-major order."""
+        b = torch.as_tensor(boxes, dtype=torch.float32)
+        centre = (b[:, :2] + b[:, 2:]) / 2
+        side = (b[:, 2:] - b[:, :2]).max(dim=1).values.clamp(min=1.0)
+        windows = []
+        for scale in self.config.scales:
+            half = (side * scale / 2)[:, None]
+            windows.append(torch.cat([centre - half, centre + half], dim=1))
+        return torch.cat(windows)
+
+    def make_crops(self, image: np.ndarray, masks: Masks) -> torch.Tensor:
+        """All crops of a frame as one normalised batch (S*N, 3, h, w), scale-major.
+
+        roi_align samples image and masks on the same grid, so the whole batch is built in a
+        few tensor ops instead of one resize per mask.
+        """
+        h, w = image.shape[:2]
+        n = len(masks)
+        img = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        windows = self.crop_boxes(masks.boxes, h, w).to(self.device)
+        index = torch.arange(n, device=self.device).repeat(len(self.config.scales))[:, None].float()
+        rois = torch.cat([torch.zeros_like(index), windows], dim=1)
+        size = self.crop_size
+        pixels = roi_align(img, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        inside = roi_align(torch.ones_like(img[:, :1]), rois, size, 1.0, 2, True)  # within image
+        mask_t = torch.from_numpy(masks.masks).to(self.device)[:, None].float()
+        mask_rois = torch.cat([index, windows], dim=1)
+        in_mask = roi_align(mask_t, mask_rois, size, 1.0, 2, True)
+        keep = 1.0 - self.config.background_blend
+        # pixel weight: 1 inside the mask, `keep` for context, 0 outside the image
+        weight = in_mask + (1.0 - in_mask) * keep * inside
+        raw = pixels / inside.clamp(min=1e-6)
+        crops = weight * raw + (1.0 - weight) * GREY
+        return ((crops - self.mean) / self.std).to(self.dtype)
+
+    @torch.inference_mode()
+    def label(
+        self,
+        image: np.ndarray,
+        masks: Masks,
+        bank: TextBank | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Labels:
+        """Class, score and top-k proposals for every mask, all crops in batched encoder calls."""
+        image = check_rgb_image(image)
+        bank = bank or self.bank
+        n, k = len(masks), min(self.config.topk, len(bank.vocabulary))
+        if masks.masks.shape[1:] != image.shape[:2]:
+            raise SfsError(f"masks {masks.masks.shape[1:]} do not match image {image.shape[:2]}")
+        if n == 0:
+            return Labels.empty(k)
+        with on_stream(self.stream):
+            crops = self.make_crops(image, masks)
+            features = []
+            for start in range(0, crops.shape[0], self.config.batch_size):
+                if cancelled():
+                    raise LabelingCancelled("labeling cancelled")
+                chunk = self.model.encode_image(crops[start : start + self.config.batch_size])
+                features.append(F.normalize(chunk.float(), dim=-1))
+            logits = self.logit_scale * torch.cat(features) @ bank.embeddings.float().T
+            probs = logits.softmax(dim=-1).view(len(self.config.scales), n, -1).mean(dim=0)
+            top_scores, top_ids = probs.topk(k, dim=-1)
+            top_scores, top_ids = top_scores.cpu().numpy(), top_ids.cpu().numpy()
+        best = top_scores[:, 0]
+        class_ids = np.where(best >= self.config.threshold, top_ids[:, 0], UNLABELED_CLASS)
+        return Labels(
+            class_ids=class_ids.astype(np.int32),
+            scores=best.astype(np.float32),
+            topk_ids=top_ids.astype(np.int32),
+            topk_scores=top_scores.astype(np.float32),
+        )

@@ -1,0 +1,154 @@
+"""FastSAM "everything" mode: every instance mask in an RGB frame.
+
+FastSAM is a YOLOv8-seg network trained class-agnostic (one class, "object"), so the
+segmentation stage is Ultralytics' predictor with FastSAM's defaults: no prompts, all masks
+above `conf` after NMS at `iou`. Naming the masks is the labeler's job.
+
+Colour order: `segment()` takes RGB (the Frame contract). Ultralytics treats numpy input as
+OpenCV BGR, so the channel flip happens here, in exactly one place.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sfs_ros.core.device import new_stream, on_stream, resolve_device
+from sfs_ros.core.frame import Masks, SfsError, check_rgb_image
+from sfs_ros.core.weights import cache_dir, fastsam_architecture, resolve_fastsam
+
+# Ultralytics must never try the network (downloads, pip installs, telemetry) on a robot.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+log = logging.getLogger("sfs_ros.segmenter")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """FastSAM options; defaults are FastSAM's own "everything" settings except max_det."""
+
+    model: str = "FastSAM-s"  # FastSAM-s, FastSAM-x, or a path to any YOLOv8-seg checkpoint
+    imgsz: int = 640
+    conf: float = 0.4
+    iou: float = 0.9
+    max_det: int = 100
+    retina_masks: bool = True  # masks from full-resolution prototypes (sharper, slower)
+    half: bool = False  # fp16, CUDA only
+    device: str = "auto"
+    min_area: int = 100  # masks smaller than this many pixels are dropped
+    random_weights: bool = False
+
+    def validate(self) -> None:
+        if not 32 <= self.imgsz <= 4096 or self.imgsz % 32:
+            raise SfsError(f"imgsz must be a multiple of 32 in [32, 4096], got {self.imgsz}")
+        if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
+            raise SfsError(f"conf and iou must lie in [0, 1], got conf={self.conf} iou={self.iou}")
+        if self.max_det < 1 or self.min_area < 1:
+            raise SfsError(f"max_det and min_area must be >= 1, got {self.max_det}, {self.min_area}")
+
+
+def random_fastsam_checkpoint(model: str, seed: int = 0) -> Path:
+    """Save (once) an untrained FastSAM-shaped checkpoint with the architecture of `model`.
+
+    Ultralytics' FastSAM only loads checkpoint files, so the random network is built from the
+    YOLOv8-seg config with one class and saved. Its class-head bias is zeroed so scores sit at
+    0.5: an untrained head otherwise scores ~1e-5 and no mask would pass `conf`, leaving the
+    rest of the pipeline unexercised. The masks are arbitrary shapes, never real objects.
+    """
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import SegmentationModel
+
+    arch = fastsam_architecture(model)
+    path = cache_dir() / "random" / f"{Path(arch).stem}-nc1-seed{seed}.pt"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yolo = YOLO(arch)
+        yolo.model = SegmentationModel(arch, nc=1, verbose=False)
+        yolo.model.args = {"task": "segment"}
+        yolo.model.task = "segment"
+        for branch in yolo.model.model[-1].cv3:
+            torch.nn.init.zeros_(branch[-1].bias)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.pt")
+    yolo.save(tmp)
+    tmp.replace(path)  # atomic: parallel test workers never read half a file
+    return path
+
+
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """Tight xyxy boxes (x1, y1 exclusive) of non-empty boolean masks (N, H, W)."""
+    n, h, w = masks.shape
+    if n == 0:
+        return np.zeros((0, 4), np.int32)
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    y0 = rows.argmax(axis=1)
+    y1 = h - rows[:, ::-1].argmax(axis=1)
+    x0 = cols.argmax(axis=1)
+    x1 = w - cols[:, ::-1].argmax(axis=1)
+    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
+
+
+class Segmenter:
+    """Loads FastSAM once and turns RGB frames into Masks on its own CUDA stream."""
+
+    def __init__(self, config: SegmenterConfig = SegmenterConfig()) -> None:
+        from ultralytics import FastSAM
+
+        config.validate()
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.half = config.half and self.device.type == "cuda"
+        if config.random_weights:
+            checkpoint = random_fastsam_checkpoint(config.model)
+            log.warning("FastSAM runs with RANDOM weights (%s): masks are meaningless", checkpoint)
+        else:
+            checkpoint = resolve_fastsam(config.model)
+        self.checkpoint = checkpoint
+        self.model = FastSAM(str(checkpoint))
+        self.stream = new_stream(self.device)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.config.random_weights
+
+    def segment(self, image: np.ndarray) -> Masks:
+        """All masks of an RGB image, at the image's resolution, largest filtering applied."""
+        image = check_rgb_image(image)
+        h, w = image.shape[:2]
+        cfg = self.config
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        with on_stream(self.stream), torch.inference_mode():
+            result = self.model.predict(
+                bgr,
+                device=self.device,
+                imgsz=cfg.imgsz,
+                conf=cfg.conf,
+                iou=cfg.iou,
+                max_det=cfg.max_det,
+                retina_masks=cfg.retina_masks,
+                half=self.half,
+                verbose=False,
+            )[0]
+            if result.masks is None or len(result.masks) == 0:
+                return Masks.empty(h, w)
+            data = result.masks.data
+            if data.shape[-2:] != (h, w):
+                # Without retina masks the prototypes live in the letterboxed network input.
+                from ultralytics.utils.ops import scale_masks
+
+                data = scale_masks(data[None].float(), (h, w))[0]
+            masks = (data > 0.5).cpu().numpy()
+            scores = result.boxes.conf.float().cpu().numpy()
+        areas = masks.sum(axis=(1, 2), dtype=np.int64)
+        keep = areas >= cfg.min_area
+        masks, scores, areas = masks[keep], scores[keep], areas[keep]
+        return Masks(masks=masks, boxes=boxes_from_masks(masks), scores=scores.astype(np.float32), areas=areas)
