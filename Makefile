@@ -1,0 +1,34 @@
+# Two commands for a fresh machine (see README): `make demo` and `make test`.
+# Both create .venv, install requirements.txt and build msg/ once; later runs skip what is done.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Keep DDS on this machine: own domain id, loopback-only Fast DDS profile.
+export ROS_DOMAIN_ID ?= 42
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_localhost.xml
+
+.PHONY: setup demo test clean
+setup: $(VENV)/.msgs-built
+
+$(VENV)/.installed: requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat -e .
+	touch $@
+
+$(VENV)/.msgs-built: $(VENV)/.installed $(wildcard msg/*.msg) CMakeLists.txt package.xml sfs_ros/__init__.py
+	tools/build_msgs.sh $(VENV)
+	touch $@
+
+# The main job on built-in sample photos: FastSAM-s + CLIP ViT-B-32, COCO vocabulary.
+# Without weights on disk it says so and runs the same pipeline with random weights.
+demo: setup
+	$(PY) tools/sample_images.py out/samples
+	$(VENV)/bin/sfs segment out/samples --vocab coco --out out/demo --allow-random-weights
+
+test: setup
+	$(PY) -m pytest -q test
+
+clean:
+	rm -rf build build.log out
