@@ -25,7 +25,7 @@ $(VENV)/.msgs-built: $(VENV)/.installed $(wildcard msg/*.msg) CMakeLists.txt pac
 # Without weights on disk it says so and runs the same pipeline with random weights.
 demo: setup
 	$(PY) tools/sample_images.py out/samples
-	$(VENV)/bin/sfs segment out/samples --vocab coco --out out/demo --allow-random-weights
+	$(VENV)/bin/sfs segment out/samples --vocab coco --max-det 40 --out out/demo --allow-random-weights
 
 test: setup
 	$(PY) -m pytest -q test

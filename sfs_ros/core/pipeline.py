@@ -250,11 +250,11 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001
                 self._fail("label", work, exc)
                 continue
-            self._finish(result=result)
             try:
                 self.on_result(result)
             except Exception:  # noqa: BLE001 - a consumer bug must not kill the stage
                 log.exception("on_result callback failed")
+            self._finish(result=result)  # after delivery, so wait_idle() means "all delivered"
 
     # ------------------------------------------------------------------ bookkeeping
     def _fail(self, stage: str, work: _Work, exc: BaseException) -> None:

@@ -1,0 +1,288 @@
+"""The `sfs` command: semantic segmentation of images, folders and videos without ROS.
+
+    sfs segment photo.jpg --vocab ade20k --out out/
+    sfs segment frames/ --vocab cat dog "traffic light" --device cuda:0 --out out/
+    sfs segment drive.mp4 --vocab cityscapes --out out/
+
+Writes per frame: labels/<name>.png (uint16 class ids, 65535 = unlabeled), instance_ids/<name>.png
+(uint16, 0 = no mask), overlays/<name>.png (RGB overlay), instances/<name>.json; and summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from sfs_ros.core.frame import Frame, Result, SfsError
+from sfs_ros.core.labeler import DEFAULT_TEMPLATES, LabelerConfig
+from sfs_ros.core.segmenter import SegmenterConfig
+from sfs_ros.core.vocabulary import PRESETS, Vocabulary, load_vocabulary
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
+
+
+# ---------------------------------------------------------------------------- shared options
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model and vocabulary options shared by `sfs` and `sfs_eval`."""
+    seg, lab = SegmenterConfig(), LabelerConfig()
+    g = parser.add_argument_group("models")
+    g.add_argument("--vocab", nargs="+", default=["coco"], metavar="CLASS",
+                   help=f"a preset ({', '.join(PRESETS)}), a .txt/.tsv file, or class names "
+                        "(synonyms as 'name, synonym')")
+    g.add_argument("--device", default=seg.device, help="auto, cpu or cuda:N")
+    g.add_argument("--model", default=seg.model, help="FastSAM-s, FastSAM-x or a YOLOv8-seg checkpoint path")
+    g.add_argument("--clip-model", default=lab.clip_model, help="open_clip model name")
+    g.add_argument("--clip-pretrained", default=lab.pretrained, help="open_clip pretrained tag or checkpoint file")
+    g.add_argument("--templates", nargs="+", default=list(DEFAULT_TEMPLATES), help="prompt templates with {}")
+    g.add_argument("--imgsz", type=int, default=seg.imgsz)
+    g.add_argument("--conf", type=float, default=seg.conf)
+    g.add_argument("--iou", type=float, default=seg.iou)
+    g.add_argument("--max-det", type=int, default=seg.max_det)
+    g.add_argument("--min-area", type=int, default=seg.min_area, help="smallest mask kept, in pixels")
+    g.add_argument("--no-retina", action="store_true", help="masks from low-resolution prototypes (faster)")
+    g.add_argument("--half", action="store_true", help="fp16 on CUDA")
+    g.add_argument("--threshold", type=float, default=lab.threshold, help="below this a mask stays unlabeled")
+    g.add_argument("--topk", type=int, default=lab.topk)
+    w = g.add_mutually_exclusive_group()
+    w.add_argument("--random-weights", action="store_true",
+                   help="build the same architectures untrained (outputs are meaningless and marked)")
+    w.add_argument("--allow-random-weights", action="store_true",
+                   help="if a checkpoint is missing, say so and continue with random weights")
+
+
+def model_configs(args: argparse.Namespace) -> tuple[SegmenterConfig, LabelerConfig]:
+    seg = SegmenterConfig(
+        model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
+        retina_masks=not args.no_retina, half=args.half, device=args.device,
+        min_area=args.min_area, random_weights=args.random_weights,
+    )
+    lab = LabelerConfig(
+        clip_model=args.clip_model, pretrained=args.clip_pretrained, templates=tuple(args.templates),
+        threshold=args.threshold, topk=args.topk, device=args.device, half=args.half,
+        random_weights=args.random_weights,
+    )
+    return seg, lab
+
+
+def vocabulary_from_args(values: list[str]) -> Vocabulary:
+    """One value may name a preset or a file; anything else is a list of class names."""
+    if len(values) == 1 and (values[0] in PRESETS or Path(values[0]).suffix in {".txt", ".tsv"}):
+        return load_vocabulary(values[0])
+    return load_vocabulary(values)
+
+
+# ---------------------------------------------------------------------------- inputs
+def read_frames(source: Path) -> Iterator[Frame]:
+    """RGB frames from an image, a folder of images (sorted) or a video file."""
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SfsError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
+    elif source.suffix.lower() in VIDEO_SUFFIXES:
+        yield from _read_video(source)
+        return
+    else:
+        files = [source]
+    for seq, path in enumerate(files):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise SfsError(f"cannot decode image {path}")
+        yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), stamp=None, frame_id=path.stem,
+                    source=str(path), seq=seq)
+
+
+def _read_video(path: Path) -> Iterator[Frame]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise SfsError(f"cannot open video {path}")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    seq = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            stamp = seq / fps if fps > 0 else None
+            yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), stamp=stamp,
+                        frame_id=f"{path.stem}_{seq:06d}", source=str(path), seq=seq)
+            seq += 1
+    finally:
+        capture.release()
+    if seq == 0:
+        raise SfsError(f"no frames could be read from {path}")
+
+
+def count_frames(source: Path) -> int | None:
+    if source.is_dir():
+        return sum(1 for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if source.suffix.lower() in VIDEO_SUFFIXES:
+        capture = cv2.VideoCapture(str(source))
+        n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        capture.release()
+        return n or None
+    return 1
+
+
+# ---------------------------------------------------------------------------- outputs
+def instances_json(result: Result) -> dict:
+    """Per-instance records of one frame (the InstanceArray message, as JSON)."""
+    names, masks, labels = result.class_names, result.masks, result.labels
+    instances = []
+    for i in range(len(masks)):
+        cid = int(labels.class_ids[i])
+        instances.append({
+            "instance_id": i + 1,
+            "class_id": cid,
+            "class_name": names[cid] if cid >= 0 else "",
+            "score": float(labels.scores[i]),
+            "proposals": [
+                {"class_id": int(c), "class_name": names[int(c)], "score": float(s)}
+                for c, s in zip(labels.topk_ids[i], labels.topk_scores[i])
+            ],
+            "box_xyxy": [int(v) for v in masks.boxes[i]],
+            "area": int(masks.areas[i]),
+            "mask_score": float(masks.scores[i]),
+        })
+    return {
+        "frame": result.frame.frame_id,
+        "source": result.frame.source,
+        "height": int(result.label_image.shape[0]),
+        "width": int(result.label_image.shape[1]),
+        "vocabulary": result.vocabulary_name,
+        "random_weights": result.random_weights,
+        "timings_s": result.timings,
+        "instances": instances,
+    }
+
+
+def mark_random(overlay: np.ndarray) -> np.ndarray:
+    """Stamp an overlay made by untrained models, so no picture of it passes for a result."""
+    out = overlay.copy()
+    h = max(18, out.shape[0] // 20)
+    cv2.rectangle(out, (0, 0), (out.shape[1], h + 8), (200, 0, 0), thickness=-1)
+    cv2.putText(out, "RANDOM WEIGHTS - labels meaningless", (4, h), cv2.FONT_HERSHEY_SIMPLEX,
+                h / 30.0, (255, 255, 255), max(1, h // 15), cv2.LINE_AA)
+    return out
+
+
+class ResultWriter:
+    """Writes each Result as it arrives (called on the pipeline's label thread)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        for sub in ("labels", "instance_ids", "overlays", "instances"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        self.frames = 0
+        self.masks = 0
+        self.random_weights = False
+        self.done = threading.Condition()
+
+    def __call__(self, result: Result) -> None:
+        name = result.frame.frame_id or f"{result.frame.seq:06d}"
+        cv2.imwrite(str(self.out / "labels" / f"{name}.png"), result.label_image)
+        cv2.imwrite(str(self.out / "instance_ids" / f"{name}.png"), result.instance_image)
+        if result.overlay is not None:
+            overlay = mark_random(result.overlay) if result.random_weights else result.overlay
+            cv2.imwrite(str(self.out / "overlays" / f"{name}.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        (self.out / "instances" / f"{name}.json").write_text(json.dumps(instances_json(result), indent=1))
+        with self.done:
+            self.frames += 1
+            self.masks += len(result.masks)
+            self.random_weights |= result.random_weights
+            self.done.notify_all()
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from sfs_ros.core.pipeline import Pipeline, load_models
+
+    seg_cfg, lab_cfg = model_configs(args)
+    vocabulary = vocabulary_from_args(args.vocab)
+    source = Path(args.input)
+    if not source.exists():
+        raise SfsError(f"input {source} does not exist")
+    frames = read_frames(source)
+    segmenter, labeler = load_models(seg_cfg, lab_cfg, fallback_to_random=args.allow_random_weights)
+    t0 = time.monotonic()
+    labeler.set_vocabulary(vocabulary)
+    text_s = time.monotonic() - t0
+    writer = ResultWriter(Path(args.out))
+    errors: list[str] = []
+    pipeline = Pipeline(segmenter, labeler, writer, lambda stage, frame, exc: errors.append(
+        f"{frame.source or frame.seq}: {stage}: {exc}"), drop=False, queue_size=2)
+    progress = tqdm(total=count_frames(source), unit="frame", disable=args.quiet)
+    submitted = 0
+    t_start = time.monotonic()
+    with pipeline:
+        last = 0
+        for frame in frames:
+            pipeline.submit(frame)
+            submitted += 1
+            progress.update(writer.frames - last)
+            last = writer.frames
+        pipeline.wait_idle()
+        progress.update(writer.frames - last)
+    progress.close()
+    elapsed = time.monotonic() - t_start
+    stats = pipeline.stats
+    summary = {
+        "frames": writer.frames,
+        "failed_frames": stats.errors,
+        "masks_per_frame": writer.masks / max(writer.frames, 1),
+        "fps": writer.frames / elapsed if elapsed > 0 else 0.0,
+        "text_encoding_s": text_s,
+        "stage_ms_p50": {s: 1000 * stats.percentile(s, 50) for s in stats.latencies if stats.latencies[s]},
+        "random_weights": segmenter.random_weights or labeler.random_weights,
+        "vocabulary": vocabulary.name,
+        "classes": len(vocabulary),
+        "device": str(segmenter.device),
+        "segmenter": {**asdict(segmenter.config), "checkpoint": str(segmenter.checkpoint)},
+        "labeler": asdict(labeler.config),
+    }
+    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1))
+    for line in errors:
+        print(f"sfs: frame failed: {line}", file=sys.stderr)
+    marker = "  [RANDOM WEIGHTS: labels are meaningless]" if summary["random_weights"] else ""
+    print(f"frames {writer.frames}/{submitted}, masks/frame {summary['masks_per_frame']:.1f}, "
+          f"FPS {summary['fps']:.2f} on {summary['device']}, "
+          f"stages p50 ms {', '.join(f'{k} {v:.0f}' for k, v in summary['stage_ms_p50'].items())}"
+          f"{marker}\nwrote {args.out}")
+    return 0 if writer.frames == submitted else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfs", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    seg = sub.add_parser("segment", help="segment an image, a folder of images or a video")
+    seg.add_argument("input", help="image file, folder of images, or video file")
+    seg.add_argument("--out", default="out/sfs", help="output folder")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(seg)
+    seg.set_defaults(func=cmd_segment)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except SfsError as exc:
+        print(f"sfs: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
