@@ -81,6 +81,7 @@ class Labeler:
 
         config.validate()
         self.config = config
+        self.threshold = config.threshold  # may change at runtime (node parameter)
         self.device = resolve_device(config.device)
         self.dtype = torch.float16 if config.half and self.device.type == "cuda" else torch.float32
         if config.random_weights:
@@ -242,7 +243,7 @@ class Labeler:
             top_scores, top_ids = probs.topk(k, dim=-1)
             top_scores, top_ids = top_scores.cpu().numpy(), top_ids.cpu().numpy()
         best = top_scores[:, 0]
-        class_ids = np.where(best >= self.config.threshold, top_ids[:, 0], UNLABELED_CLASS)
+        class_ids = np.where(best >= self.threshold, top_ids[:, 0], UNLABELED_CLASS)
         return Labels(
             class_ids=class_ids.astype(np.int32),
             scores=best.astype(np.float32),

@@ -1,0 +1,370 @@
+"""rosbag2 in and out with `rosbags` (mcap and sqlite3 storage; no ROS installation needed).
+
+Reading turns a bag into `Sample`s: one camera image (RGB), its header stamp, and the
+ground-truth label image with the same header stamp on the paired label topic, if any. Pairing
+goes by header stamp, not by arrival order, because recorders interleave topics freely.
+
+Sharding (`shard=(i, n)`) is decided per message from (image topic, header stamp), so an image
+and its label always land in the same shard without any shared state, and the shards of one
+bag partition its frames exactly: summed, they give the unsharded numbers.
+
+Every way a bag can be unusable ends in one `BagError` naming the bag and the problem; a
+single unusable message becomes a Sample with `bad` set, which the runner counts and skips.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from sfs_ros.eval import images
+from sfs_ros.eval.errors import BadFrame, BagError, EncodingError, EvalError
+from sfs_ros.eval.messages import Stamp, serialize, typestore
+
+#: custom_data keys the converter writes so `run` finds topics and vocabulary by itself.
+HINT_IMAGE_TOPIC = "sfs_eval.image_topic"
+HINT_GT_TOPIC = "sfs_eval.gt_topic"
+HINT_VOCABULARY = "sfs_eval.vocabulary"
+HINT_VOCABULARY_KEY = "sfs_eval.vocabulary_key"
+HINT_DATASET = "sfs_eval.dataset"
+STORAGES = ("mcap", "sqlite3")
+
+
+@dataclass
+class Sample:
+    """One camera frame of the bag, with its ground truth when the bag has it."""
+
+    topic: str
+    index: int  # position among this topic's messages (all shards counted)
+    log_time: int  # bag receive time, ns
+    stamp: Stamp  # header stamp (log time when the header could not be read)
+    frame_id: str = ""
+    image: np.ndarray | None = None  # (H, W, 3) uint8 RGB
+    gt: np.ndarray | None = None  # (H, W) uint16, images.GT_IGNORE where it does not count
+    gt_topic: str | None = None
+    bad: BadFrame | None = None
+
+
+@dataclass
+class ReadStats:
+    """What the reader saw; the report prints these so no frame disappears unexplained."""
+
+    messages: collections.Counter = field(default_factory=collections.Counter)  # topic -> read
+    images_in_shard: int = 0
+    gt_in_shard: int = 0
+    images_without_gt: int = 0
+    gt_without_image: int = 0
+
+
+def shard_of(image_topic: str, stamp: Stamp, count: int) -> int:
+    """Stable shard number of a frame: the same on every machine and Python version."""
+    if count == 1:
+        return 0
+    return zlib.crc32(f"{image_topic}|{stamp.sec}|{stamp.nanosec}".encode()) % count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' (0 <= i < n) -> (i, n)."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise EvalError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise EvalError(f"shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+class BagInput:
+    """An opened input bag with its image (and ground-truth) topics resolved and checked.
+
+    Opening checks everything that can be checked without decoding pixels (bag readable,
+    topics present with image types, counts non-zero), so bad input fails before any model
+    is loaded.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        image_topics: Sequence[str] = (),
+        gt_topics: Sequence[str] = (),
+        gt_ignore: int | None = None,
+        shard: tuple[int, int] = (0, 1),
+        max_pending: int = 64,
+    ) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self.path = Path(path)
+        self.gt_ignore, self.shard, self.max_pending = gt_ignore, shard, max_pending
+        if not self.path.exists():
+            raise BagError(f"bag {self.path} does not exist")
+        try:
+            self._reader = Reader(self.path)
+            self._reader.open()
+        except Exception as exc:  # noqa: BLE001 - rosbags raises many kinds; all mean the same
+            raise BagError(f"bag {self.path} cannot be opened (truncated or corrupt?): {_why(exc)}") from exc
+        self.stats = ReadStats()
+        self.topics: dict[str, tuple[str, int]] = {}
+        for conn in self._reader.connections:
+            msgtype, count = self.topics.get(conn.topic, (conn.msgtype, 0))
+            self.topics[conn.topic] = (msgtype, count + conn.msgcount)
+        self.hints = _custom_data(self._reader)
+        self.image_topics, self.gt_for = self._resolve(list(image_topics), list(gt_topics))
+
+    # ------------------------------------------------------------------ topics
+    def _resolve(self, image_topics: list[str], gt_topics: list[str]) -> tuple[list[str], dict[str, str | None]]:
+        listing = self.describe_topics()
+        for topic in image_topics + gt_topics:
+            if topic not in self.topics:
+                raise BagError(f"topic {topic} is not in bag {self.path}; it has: {listing}")
+            if self.topics[topic][0] not in images.IMAGE_TYPES:
+                raise EncodingError(
+                    f"topic {topic} carries {self.topics[topic][0]}, not {' or '.join(images.IMAGE_TYPES)}"
+                )
+        hint_image, hint_gt = self.hints.get(HINT_IMAGE_TOPIC), self.hints.get(HINT_GT_TOPIC)
+        if not image_topics:
+            if hint_image in self.topics:
+                image_topics = [hint_image]
+            else:
+                found = [t for t, (m, _) in self.topics.items() if m in images.IMAGE_TYPES and t not in gt_topics]
+                if len(found) != 1:
+                    what = "no image topic" if not found else f"{len(found)} image topics"
+                    raise BagError(f"bag {self.path} has {what}; choose with --image-topic (topics: {listing})")
+                image_topics = found
+        if not gt_topics and hint_gt in self.topics and image_topics == [hint_image]:
+            gt_topics = [hint_gt]
+        if gt_topics and len(gt_topics) != len(image_topics):
+            raise BagError(
+                f"{len(image_topics)} image topics but {len(gt_topics)} ground-truth topics: give "
+                "one --gt-topic per --image-topic, in the same order"
+            )
+        if len(set(image_topics)) != len(image_topics) or set(image_topics) & set(gt_topics):
+            raise BagError("a topic is given twice, or as both image and ground truth")
+        for topic in image_topics:
+            if self.topics[topic][1] == 0:
+                raise BagError(f"topic {topic} has no messages in bag {self.path}")
+        gt_for = {t: (gt_topics[i] if gt_topics else None) for i, t in enumerate(image_topics)}
+        return image_topics, gt_for
+
+    def describe_topics(self) -> str:
+        return ", ".join(f"{t} [{m}, {n} msgs]" for t, (m, n) in sorted(self.topics.items())) or "no topics"
+
+    @property
+    def storage(self) -> str:
+        return "sqlite3" if any(self.path.glob("*.db3")) or self.path.suffix == ".db3" else "mcap"
+
+    @property
+    def has_gt(self) -> bool:
+        return any(self.gt_for.values())
+
+    def expected_images(self) -> int:
+        """Images this shard will see, approximately (exact when unsharded): for progress bars."""
+        total = sum(self.topics[t][1] for t in self.image_topics)
+        return -(-total // self.shard[1])
+
+    # ------------------------------------------------------------------ reading
+    def samples(self) -> Iterator[Sample]:
+        """Frames of this shard in bag order, each paired with its ground truth when present."""
+        store, (mine, count) = typestore(), self.shard
+        image_of = {gt: img for img, gt in self.gt_for.items() if gt}
+        wanted = set(self.image_topics) | set(image_of)
+        connections = [c for c in self._reader.connections if c.topic in wanted]
+        index: collections.Counter = collections.Counter()
+        waiting: collections.OrderedDict[tuple[str, Stamp], list[Sample]] = collections.OrderedDict()
+        labels: collections.OrderedDict[tuple[str, Stamp], list[tuple[np.ndarray | None, BadFrame | None, str]]] = (
+            collections.OrderedDict()
+        )
+        stream = self._reader.messages(connections=connections)
+        while True:
+            try:
+                conn, log_time, raw = next(stream)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - any reader failure means a damaged bag
+                read = sum(self.stats.messages.values())
+                raise BagError(
+                    f"bag {self.path} is truncated or corrupt (failed after {read} messages): {_why(exc)}"
+                ) from exc
+            self.stats.messages[conn.topic] += 1
+            msg, bad = _deserialize(store, raw, conn.msgtype)
+            stamp = _stamp(msg) if msg is not None else Stamp.from_ns(log_time)
+            if conn.topic in self.gt_for:
+                sample = Sample(conn.topic, index[conn.topic], log_time, stamp, bad=bad)
+                index[conn.topic] += 1
+                if shard_of(conn.topic, stamp, count) != mine:
+                    continue
+                self.stats.images_in_shard += 1
+                if msg is not None:
+                    sample.frame_id = str(msg.header.frame_id)
+                    sample.image, sample.bad = _decode(images.to_rgb, msg, conn.msgtype)
+                gt_topic = self.gt_for[conn.topic]
+                if gt_topic is None or bad is not None:
+                    yield sample
+                    continue
+                sample.gt_topic = gt_topic
+                key = (conn.topic, stamp)
+                if key in labels:
+                    yield _attach(sample, labels, key)
+                    continue
+                waiting.setdefault(key, []).append(sample)
+                if sum(len(v) for v in waiting.values()) > self.max_pending:
+                    yield from self._release(waiting.popitem(last=False)[1])
+            else:  # a ground-truth message
+                image_topic = image_of[conn.topic]
+                if shard_of(image_topic, stamp, count) != mine:
+                    continue
+                self.stats.gt_in_shard += 1
+                key = (image_topic, stamp)
+                if msg is None:
+                    entry = (None, bad, conn.topic)
+                else:
+                    ids, label_bad = _decode(images.to_labels, msg, conn.msgtype, self.gt_ignore)
+                    entry = (ids, label_bad, conn.topic)
+                labels.setdefault(key, []).append(entry)
+                if key in waiting:
+                    yield _attach(_pop(waiting, key), labels, key)
+                elif len(labels) > self.max_pending:
+                    labels.popitem(last=False)
+                    self.stats.gt_without_image += 1
+        for pending in waiting.values():
+            yield from self._release(pending)
+        self.stats.gt_without_image += sum(len(v) for v in labels.values())
+        self._check_complete()
+
+    def _release(self, pending: list[Sample]) -> Iterator[Sample]:
+        """Images whose label never came: they are evaluated for speed but not scored."""
+        for sample in pending:
+            self.stats.images_without_gt += 1
+            sample.gt_topic = None
+            yield sample
+
+    def _check_complete(self) -> None:
+        """The bag's own index says how many messages each topic has; fewer read = damage."""
+        for topic in set(self.image_topics) | {g for g in self.gt_for.values() if g}:
+            expected, read = self.topics[topic][1], self.stats.messages[topic]
+            if read < expected:
+                raise BagError(
+                    f"bag {self.path} ends early: read {read} of {expected} messages on {topic} "
+                    "(truncated or corrupt)"
+                )
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        except Exception:  # noqa: BLE001 - closing a damaged bag may fail again; nothing to save
+            pass
+
+    def __enter__(self) -> "BagInput":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
+
+
+def _custom_data(reader: Any) -> dict[str, str]:
+    """The bag's custom_data (metadata.yaml), or {} for a bare storage file."""
+    metadata = getattr(reader.storage, "metadata", None)
+    custom = getattr(metadata, "custom", None) or {}
+    return {str(k): str(v) for k, v in custom.items()}
+
+
+def _deserialize(store: Any, raw: bytes, msgtype: str) -> tuple[Any, BadFrame | None]:
+    try:
+        return store.deserialize_cdr(raw, msgtype), None
+    except Exception as exc:  # noqa: BLE001 - malformed CDR of one message
+        return None, BadFrame("undecodable message", _why(exc))
+
+
+def _stamp(msg: Any) -> Stamp:
+    return Stamp(int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
+
+
+def _decode(function: Any, *args: Any) -> tuple[np.ndarray | None, BadFrame | None]:
+    try:
+        return function(*args), None
+    except BadFrame as bad:
+        return None, bad
+
+
+def _pop(queue: collections.OrderedDict, key: Any) -> Any:
+    items = queue[key]
+    item = items.pop(0)
+    if not items:
+        del queue[key]
+    return item
+
+
+def _attach(sample: Sample, labels: collections.OrderedDict, key: Any) -> Sample:
+    ids, bad, _topic = _pop(labels, key)
+    if bad is not None and sample.bad is None:
+        sample.bad = BadFrame(f"bad ground truth ({bad.reason})", bad.detail)
+    sample.gt = ids
+    return sample
+
+
+# ====================================================================== writing
+class BagOutput:
+    """A new rosbag2 (default mcap) written with rosbags; refuses to overwrite anything."""
+
+    def __init__(self, path: str | Path, storage: str = "mcap", custom_data: dict[str, str] | None = None) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise EvalError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise EvalError(f"output bag {self.path} exists already; remove it or choose another path")
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        for key, value in (custom_data or {}).items():
+            self._writer.set_custom_data(key, value)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self.counts: collections.Counter = collections.Counter()
+
+    def write(self, topic: str, log_time: int, msg: Any, latched: bool = False) -> None:
+        """Serialise `msg` onto `topic` (connection created on first use) at bag time `log_time`."""
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(
+                topic, msg.__msgtype__, typestore=typestore(), offered_qos_profiles=[_qos(latched)]
+            )
+            self._connections[topic] = conn
+        self._writer.write(conn, int(log_time), serialize(msg))
+        self.counts[topic] += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "BagOutput":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _qos(latched: bool) -> Any:
+    """Reliable, keep-last; transient-local for latched topics (LabelInfo), as the node offers."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    zero = QosTime(0, 0)
+    return Qos(
+        history=QosHistory.KEEP_LAST, depth=1 if latched else 10,
+        reliability=QosReliability.RELIABLE,
+        durability=QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+        deadline=zero, lifespan=zero, liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=zero, avoid_ros_namespace_conventions=False,
+    )
+
+
+def hints_json(value: Any) -> str:
+    """custom_data values are strings; structured hints are stored as JSON."""
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,143 @@
+"""sensor_msgs Image / CompressedImage (as decoded by rosbags) -> numpy, without ROS.
+
+The core takes RGB only (see `sfs_ros.core.frame`), so every colour order is settled here,
+once. Rows are read through `step`, because drivers pad rows and a reshape that ignores the
+padding shears the picture without any error. Label images keep their integer ids; their
+"ignore" value becomes `GT_IGNORE` so metrics see one convention whatever the encoding.
+
+Problems are reported in two ways (see `errors`): an encoding we do not read is an
+`EncodingError` (the whole topic is unusable), a buffer that does not fit its own header or a
+compressed image that does not decode is a `BadFrame` (that frame is skipped and counted).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sfs_ros.eval.errors import BadFrame, EncodingError
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+#: Ground-truth value of pixels that do not count (after decoding, whatever the encoding).
+GT_IGNORE = 65535
+
+#: encoding -> (channels, channel order giving RGB)
+COLOR_ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, (0, 0, 0)),
+}
+#: label encodings -> pixel dtype (mono16 byte order comes from is_bigendian)
+LABEL_ENCODINGS: dict[str, np.dtype] = {
+    "mono8": np.dtype(np.uint8),
+    "8UC1": np.dtype(np.uint8),
+    "mono16": np.dtype(np.uint16),
+    "16UC1": np.dtype(np.uint16),
+}
+#: Compressed formats that decode losslessly, hence usable for label ids.
+LOSSLESS_FORMATS = ("png",)
+
+
+def pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
+    """(H, W, C) view of an Image message's data, rows read through `step`.
+
+    Raises BadFrame when the buffer is shorter than its header says or `step` is too small.
+    """
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    dtype = np.dtype(dtype)
+    if dtype.itemsize > 1:
+        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    row_bytes = width * channels * dtype.itemsize
+    if height == 0 or width == 0:
+        raise BadFrame("empty image", f"{width}x{height}")
+    if step < row_bytes:
+        raise BadFrame("bad step", f"step {step} < width {width} x {channels} x {dtype.itemsize} bytes")
+    data = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
+    data = data.reshape(-1)
+    if data.size < step * height:
+        raise BadFrame(
+            "short data", f"{data.size} bytes for {height} rows of step {step} ({step * height} needed)"
+        )
+    rows = data[: step * height].reshape(height, step)[:, :row_bytes]
+    return np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image in rgb8, bgr8, rgba8, bgra8 or mono8 -> (H, W, 3) uint8 RGB copy."""
+    encoding = str(msg.encoding)
+    if encoding not in COLOR_ENCODINGS:
+        raise EncodingError(
+            f"image encoding {encoding!r} is not supported; use one of {', '.join(COLOR_ENCODINGS)}"
+        )
+    channels, order = COLOR_ENCODINGS[encoding]
+    array = pixels(msg, np.uint8, channels)
+    return np.ascontiguousarray(array[:, :, list(order)])
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg, png, ... as image_transport writes them) -> RGB.
+
+    image_transport compresses colour images as BGR, and OpenCV decodes to BGR, so one flip
+    gives RGB whatever the "rgb8; jpeg compressed bgr8" prefix says. Depth images
+    (compressedDepth) are not camera images and are refused.
+    """
+    fmt = str(msg.format)
+    if "compresseddepth" in fmt.lower().replace(" ", ""):
+        raise EncodingError(f"compressed format {fmt!r} is a depth image, not a camera image")
+    bgr = _imdecode(msg.data, cv2.IMREAD_COLOR, fmt)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def to_rgb(msg: Any, msgtype: str) -> np.ndarray:
+    """Any supported camera message -> RGB."""
+    if msgtype == IMAGE_TYPE:
+        return image_to_rgb(msg)
+    if msgtype == COMPRESSED_TYPE:
+        return compressed_to_rgb(msg)
+    raise EncodingError(f"message type {msgtype} is not an image; use {' or '.join(IMAGE_TYPES)}")
+
+
+def to_labels(msg: Any, msgtype: str, ignore: int | None = None) -> np.ndarray:
+    """A ground-truth class-id image -> (H, W) uint16 with `ignore` pixels set to GT_IGNORE.
+
+    Raw Image in mono8/8UC1/mono16/16UC1, or a CompressedImage in a lossless format (png);
+    JPEG is refused because lossy compression changes ids at every edge. `ignore` defaults to
+    255 for 8-bit and 65535 for 16-bit labels.
+    """
+    if msgtype == IMAGE_TYPE:
+        encoding = str(msg.encoding)
+        if encoding not in LABEL_ENCODINGS:
+            raise EncodingError(
+                f"label encoding {encoding!r} is not supported; ground truth must be class ids "
+                f"in one of {', '.join(LABEL_ENCODINGS)}"
+            )
+        dtype = LABEL_ENCODINGS[encoding]
+        ids = pixels(msg, dtype, 1)[:, :, 0].astype(np.uint16)
+    elif msgtype == COMPRESSED_TYPE:
+        fmt = str(msg.format)
+        if not any(f in fmt.lower() for f in LOSSLESS_FORMATS):
+            raise EncodingError(f"label format {fmt!r} is lossy or unknown; labels must be png")
+        decoded = _imdecode(msg.data, cv2.IMREAD_UNCHANGED, fmt)
+        if decoded.ndim != 2:
+            raise EncodingError(f"label png has {decoded.shape[2]} channels; class ids need one")
+        dtype, ids = decoded.dtype, decoded.astype(np.uint16)
+    else:
+        raise EncodingError(f"message type {msgtype} cannot carry labels; use {IMAGE_TYPE}")
+    if ignore is None:
+        ignore = 255 if np.dtype(dtype).itemsize == 1 else GT_IGNORE
+    if ignore != GT_IGNORE:
+        ids[ids == ignore] = GT_IGNORE
+    return ids
+
+
+def _imdecode(data: Any, flags: int, fmt: str) -> np.ndarray:
+    buffer = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
+    decoded = cv2.imdecode(buffer.reshape(-1), flags) if buffer.size else None
+    if decoded is None:
+        raise BadFrame("undecodable image", f"{buffer.size} bytes of format {fmt!r}")
+    return decoded

@@ -1,0 +1,244 @@
+"""sensor_msgs <-> numpy, and core Results -> sfs_ros messages. No model code, no node.
+
+Input images become the RGB `Frame.image` of the core's colour contract, checked first so a bad
+message raises `ImageConversionError` with the reason instead of crashing a stage later:
+
+* sensor_msgs/Image in rgb8, bgr8, rgba8, bgra8 or mono8. rgb8 and rgba8 come back as a
+  zero-copy view of the message buffer that honours `step` (row padding is skipped, not copied);
+  bgr8/bgra8 (channel reorder) and mono8 (channel expansion) need one copy. Other encodings
+  (16UC1 depth, 32FC1, bayer, yuv ...) are refused with the list of accepted ones.
+* sensor_msgs/CompressedImage holding a JPEG or PNG file (image_transport's "compressed"
+  transport), decoded with OpenCV; compressedDepth is refused.
+
+Outputs are sensor_msgs/Image in mono16, mono8 or rgb8 with the caller's header, and the
+sfs_ros/InstanceArray and sfs_ros/LabelInfo messages.
+"""
+from __future__ import annotations
+
+import array
+import sys
+from typing import Any
+
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import ColorRGBA, Header
+
+from sfs_ros.core import fusion
+from sfs_ros.core.frame import UNLABELED, UNLABELED_CLASS, UNLABELED_MONO8, Frame, Result, SfsError
+from sfs_ros.core.vocabulary import Vocabulary
+from sfs_ros.msg import ClassScore, Instance, InstanceArray, LabelClass, LabelInfo
+
+#: Channels of each accepted input encoding.
+CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+#: Larger sides or buffers are refused as corrupt headers rather than allocated.
+MAX_SIDE = 1 << 15
+MAX_BYTES = 1 << 30
+#: Output encodings: numpy dtype and channels.
+OUTPUT_ENCODINGS = {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "rgb8": (np.uint8, 3)}
+
+
+class ImageConversionError(SfsError, ValueError):
+    """A camera message that cannot be turned into an RGB frame; the message says why."""
+
+
+# ---------------------------------------------------------------------- messages -> numpy
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a sensor_msgs/Image; a view of `msg.data` for rgb8 and rgba8."""
+    encoding = msg.encoding
+    if encoding not in CHANNELS:
+        raise ImageConversionError(
+            f"unsupported encoding {encoding!r}: accepted are {', '.join(CHANNELS)}"
+            + (" (depth and other 16-bit or float images are not camera colour images)"
+               if encoding in ("16UC1", "mono16", "32FC1", "16SC1") else "")
+        )
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ImageConversionError(f"empty image: {width} x {height} pixels")
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise ImageConversionError(
+            f"absurd size {width} x {height}: sides above {MAX_SIDE} pixels are refused"
+        )
+    channels = CHANNELS[encoding]
+    row = width * channels
+    if step < row:
+        raise ImageConversionError(
+            f"step {step} is smaller than width x channels = {width} x {channels} = {row} bytes"
+        )
+    needed = step * height
+    if needed > MAX_BYTES:
+        raise ImageConversionError(f"absurd size: step x height = {needed} bytes")
+    size = len(msg.data)
+    if size < needed:
+        raise ImageConversionError(
+            f"data holds {size} bytes but step x height = {step} x {height} = {needed}"
+        )
+    buffer = np.frombuffer(msg.data, np.uint8, count=needed)
+    # Rows `step` bytes apart, pixels `channels` bytes apart: padding is skipped, not copied.
+    pixels = np.lib.stride_tricks.as_strided(
+        buffer, shape=(height, width, channels), strides=(step, channels, 1)
+    )
+    if encoding == "rgb8":
+        return pixels
+    if encoding == "rgba8":
+        return pixels[:, :, :3]
+    if encoding == "mono8":
+        return np.repeat(pixels, 3, axis=2)
+    # bgr8 / bgra8: the one case that must copy (a reversed view has negative strides, which
+    # torch.from_numpy refuses).
+    return np.ascontiguousarray(pixels[:, :, 2::-1])
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a CompressedImage holding a JPEG or PNG file."""
+    import cv2
+
+    fmt = msg.format.lower()
+    if "compresseddepth" in fmt:
+        raise ImageConversionError(f"format {msg.format!r} is a compressed depth image, not colour")
+    size = len(msg.data)
+    if size == 0:
+        raise ImageConversionError(f"empty compressed image (format {msg.format!r})")
+    if size > MAX_BYTES:
+        raise ImageConversionError(f"absurd compressed size: {size} bytes")
+    bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ImageConversionError(
+            f"could not decode {size} bytes as JPEG or PNG (format {msg.format!r}): corrupt data?"
+        )
+    if bgr.dtype != np.uint8:  # 16-bit PNG
+        bgr = (bgr >> 8).astype(np.uint8)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """RGB pixels of either camera message type."""
+    if isinstance(msg, CompressedImage):
+        return compressed_to_rgb(msg)
+    if isinstance(msg, Image):
+        return image_to_rgb(msg)
+    raise ImageConversionError(f"expected sensor_msgs Image or CompressedImage, got {type(msg).__name__}")
+
+
+def to_frame(msg: Image | CompressedImage, source: str = "", seq: int = 0) -> Frame:
+    """The core Frame of a camera message: RGB pixels plus the ROS stamp and frame_id."""
+    return Frame(
+        image=to_rgb(msg),
+        stamp=msg.header.stamp,
+        frame_id=msg.header.frame_id,
+        source=source,
+        seq=seq,
+    )
+
+
+def header_of(frame: Frame) -> Header:
+    """The header of every output built from `frame`: the input image's stamp and frame_id."""
+    header = Header(frame_id=frame.frame_id)
+    if frame.stamp is not None:
+        header.stamp = frame.stamp
+    return header
+
+
+# ---------------------------------------------------------------------- numpy -> messages
+def numpy_to_image(pixels: np.ndarray, encoding: str, header: Header | None = None) -> Image:
+    """sensor_msgs/Image of an (H, W) mono8/mono16 or (H, W, 3) rgb8 array (one copy)."""
+    if encoding not in OUTPUT_ENCODINGS:
+        raise ImageConversionError(
+            f"cannot publish encoding {encoding!r}: use one of {', '.join(OUTPUT_ENCODINGS)}"
+        )
+    dtype, channels = OUTPUT_ENCODINGS[encoding]
+    shape_ok = pixels.ndim == (2 if channels == 1 else 3) and (channels == 1 or pixels.shape[2] == channels)
+    if pixels.dtype != dtype or not shape_ok:
+        raise ImageConversionError(
+            f"{encoding} needs a {np.dtype(dtype).name} array of "
+            f"{'(H, W)' if channels == 1 else '(H, W, 3)'}, got {pixels.dtype} {pixels.shape}"
+        )
+    height, width = pixels.shape[:2]
+    pixels = np.ascontiguousarray(pixels)
+    data = array.array("B")
+    data.frombytes(pixels.view(np.uint8).reshape(-1))
+    return Image(
+        header=header if header is not None else Header(),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=pixels.dtype.itemsize > 1 and sys.byteorder == "big",
+        step=width * channels * pixels.dtype.itemsize,
+        data=data,
+    )
+
+
+def label_image_msg(label_image: np.ndarray, encoding: str, header: Header) -> Image:
+    """The class-id image as mono16 (unlabeled 65535) or mono8 (unlabeled 255)."""
+    if encoding == "mono8":
+        return numpy_to_image(fusion.to_mono8(label_image), "mono8", header)
+    return numpy_to_image(label_image, "mono16", header)
+
+
+def unlabeled_value(encoding: str) -> int:
+    return UNLABELED_MONO8 if encoding == "mono8" else UNLABELED
+
+
+def result_to_instances(result: Result, header: Header) -> InstanceArray:
+    """One Instance per mask: class, score, top-k proposals, box, area and the mask itself."""
+    masks, labels, names = result.masks, result.labels, result.class_names
+    height, width = result.label_image.shape
+    instances = []
+    for i in range(len(masks)):
+        x0, y0, x1, y1 = (int(v) for v in masks.boxes[i])
+        class_id = int(labels.class_ids[i]) if len(labels) else UNLABELED_CLASS
+        labeled = class_id != UNLABELED_CLASS
+        proposals = [
+            ClassScore(class_id=int(k), class_name=names[int(k)], score=float(s))
+            for k, s in zip(labels.topk_ids[i], labels.topk_scores[i])
+        ] if len(labels) else []
+        crop = masks.masks[i, y0:y1, x0:x1].astype(np.uint8) * np.uint8(255)
+        instances.append(Instance(
+            instance_id=i + 1,  # the value of this mask in the instance image
+            class_id=class_id,
+            class_name=names[class_id] if labeled else "",
+            score=float(labels.scores[i]) if labeled else 0.0,
+            proposals=proposals,
+            box=RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0),
+            area=int(masks.areas[i]),
+            mask_score=float(masks.scores[i]),
+            mask=numpy_to_image(crop, "mono8", header),
+        ))
+    return InstanceArray(
+        header=header,
+        height=height,
+        width=width,
+        random_weights=bool(result.random_weights),
+        instances=instances,
+    )
+
+
+def vocabulary_to_label_info(
+    vocabulary: Vocabulary,
+    header: Header,
+    *,
+    encoding: str = "mono16",
+    threshold: float = 0.0,
+    random_weights: bool = False,
+) -> LabelInfo:
+    """What the label image values mean: class id -> name -> colour (RGBA in 0..1)."""
+    classes = [
+        LabelClass(
+            class_id=c.id,
+            name=c.name,
+            color=ColorRGBA(r=c.color[0] / 255.0, g=c.color[1] / 255.0, b=c.color[2] / 255.0, a=1.0),
+        )
+        for c in vocabulary.classes
+    ]
+    return LabelInfo(
+        header=header,
+        vocabulary=vocabulary.name,
+        classes=classes,
+        unlabeled_value=unlabeled_value(encoding),
+        threshold=float(threshold),
+        random_weights=bool(random_weights),
+    )
+
+
+def stamp_seconds(stamp: Any) -> float:
+    """builtin_interfaces/Time as float seconds (for logs and tests)."""
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9

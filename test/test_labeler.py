@@ -1,0 +1,139 @@
+"""CLIP head: real open_clip ViT-B-32 with random weights (see conftest).
+
+Random weights cannot say whether a label is right; these tests check what must hold for any
+weights: batching, caching, thresholds, synonyms, the colour-independent crop geometry.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sfs_ros.core.frame import UNLABELED_CLASS, InvalidImageError, Masks, SfsError
+from sfs_ros.core.labeler import Labeler, LabelerConfig
+from sfs_ros.core.vocabulary import load_vocabulary
+from sfs_ros.core.weights import WeightsMissingError
+
+VOCAB = ["cup", "table", "spoon, teaspoon"]
+
+
+@pytest.fixture(scope="module")
+def masks(segmenter, photo) -> Masks:
+    return segmenter.segment(photo)
+
+
+def subset(masks: Masks, idx) -> Masks:
+    return Masks(masks.masks[idx], masks.boxes[idx], masks.scores[idx], masks.areas[idx])
+
+
+def test_batch_equals_one_mask_at_a_time(labeler, photo, masks):
+    bank = labeler.encode_vocabulary(load_vocabulary(VOCAB))
+    batch = labeler.label(photo, masks, bank)
+    assert len(batch) == len(masks) > 1
+    for i in range(len(masks)):
+        one = labeler.label(photo, subset(masks, [i]), bank)
+        np.testing.assert_allclose(one.topk_scores[0], batch.topk_scores[i], rtol=1e-4, atol=1e-6)
+        assert one.class_ids[0] == batch.class_ids[i]
+
+
+def test_outputs_shapes_and_probabilities(labeler, photo, masks):
+    bank = labeler.encode_vocabulary(load_vocabulary(VOCAB))
+    out = labeler.label(photo, masks, bank)
+    n = len(masks)
+    assert out.class_ids.shape == (n,) and out.topk_ids.shape == (n, 3)
+    assert out.class_ids.dtype == np.int32 and out.scores.dtype == np.float32
+    assert ((out.topk_scores > 0) & (out.topk_scores <= 1)).all()
+    assert (np.diff(out.topk_scores, axis=1) <= 0).all()  # best first
+    # threshold 0 in the fixture: every mask takes its best class
+    np.testing.assert_array_equal(out.class_ids, out.topk_ids[:, 0])
+
+
+def test_threshold_leaves_masks_unlabeled(labeler, photo, masks):
+    bank = labeler.encode_vocabulary(load_vocabulary(VOCAB))
+    base = labeler.label(photo, masks, bank)
+    cut = float(np.median(base.scores))
+    labeler.threshold = cut
+    try:
+        out = labeler.label(photo, masks, bank)
+    finally:
+        labeler.threshold = 0.0
+    below = base.scores < cut
+    assert below.any() and (~below).any()
+    assert (out.class_ids[below] == UNLABELED_CLASS).all()
+    np.testing.assert_array_equal(out.class_ids[~below], base.class_ids[~below])
+    np.testing.assert_array_equal(out.topk_ids, base.topk_ids)  # proposals kept either way
+
+
+def test_text_cache_hit_and_one_reencode_on_change(labeler):
+    vocab_a = load_vocabulary(["road", "car"])
+    vocab_b = load_vocabulary(["road", "car", "bus"])
+    before = labeler.text_encodings
+    first = labeler.encode_vocabulary(vocab_a)
+    again = labeler.encode_vocabulary(load_vocabulary(["road", "car"]))
+    assert labeler.text_encodings == before + 1
+    torch.testing.assert_close(first.embeddings, again.embeddings)
+    labeler.encode_vocabulary(vocab_b)
+    assert labeler.text_encodings == before + 2
+    labeler.encode_vocabulary(vocab_a)  # switching back costs nothing
+    assert labeler.text_encodings == before + 2
+
+
+def test_synonyms_and_templates_form_one_ensemble(labeler):
+    """A class "spoon, teaspoon" is the normalised sum of its name x template prompt embeddings."""
+    both = labeler.encode_vocabulary(load_vocabulary(["cup", "spoon, teaspoon"])).embeddings[1]
+    prompts = [t.format(n) for n in ("spoon", "teaspoon") for t in labeler.config.templates]
+    with torch.inference_mode():
+        each = labeler.model.encode_text(labeler.tokenizer(prompts)).float()
+    expected = torch.nn.functional.normalize(torch.nn.functional.normalize(each, dim=-1).sum(0), dim=0)
+    torch.testing.assert_close(both, expected, rtol=1e-4, atol=1e-5)
+    spoon = labeler.encode_vocabulary(load_vocabulary(["spoon"])).embeddings[0]
+    assert not torch.allclose(both, spoon)
+
+
+def test_crops_grey_outside_mask_and_image(labeler):
+    """Pixels outside the mask fade to grey; parts of the window beyond the image are grey."""
+    image = np.full((64, 64, 3), 255, np.uint8)  # white frame
+    mask = np.zeros((1, 64, 64), bool)
+    mask[0, 0:32, 0:32] = True  # top-left quadrant, at the image corner
+    m = Masks(mask, np.array([[0, 0, 32, 32]], np.int32), np.ones(1, np.float32), np.array([1024]))
+    crops = labeler.make_crops(image, m)
+    crops = crops * labeler.std + labeler.mean  # back to [0, 1] RGB
+    s = len(labeler.config.scales)
+    assert crops.shape == (s, 3, *labeler.crop_size)
+    tight = crops[0]
+    assert torch.allclose(tight[:, 20:200, 20:200], torch.ones(1), atol=1e-3)  # all mask: white
+    wide = crops[1]  # 1.5x window: reaches beyond the image on the top/left
+    corner = wide[:, :10, :10]
+    assert torch.allclose(corner, torch.full_like(corner, 0.5), atol=1e-3)
+    inside_ctx = wide[:, -10:, -10:]  # image but outside the mask: mostly grey, a bit of white
+    keep = 1 - labeler.config.background_blend
+    assert torch.allclose(inside_ctx, torch.full_like(inside_ctx, 0.5 + 0.5 * keep), atol=1e-3)
+
+
+def test_empty_masks_and_bad_input(labeler, photo):
+    bank = labeler.encode_vocabulary(load_vocabulary(VOCAB))
+    out = labeler.label(photo, Masks.empty(*photo.shape[:2]), bank)
+    assert len(out) == 0 and out.topk_ids.shape == (0, 3)
+    with pytest.raises(InvalidImageError):
+        labeler.label(photo[:, :, 0], Masks.empty(*photo.shape[:2]), bank)
+    with pytest.raises(SfsError, match="do not match"):
+        labeler.label(photo, Masks.empty(10, 10), bank)
+
+
+def test_missing_clip_weights_name_what_and_where(tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("SFS_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsMissingError) as err:
+        Labeler(LabelerConfig(device="cpu", pretrained="laion2b_s34b_b79k"))
+    assert "ViT-B-32/laion2b_s34b_b79k" in str(err.value) and "--random-weights" in str(err.value)
+    with pytest.raises(WeightsMissingError, match="neither an open_clip pretrained tag"):
+        Labeler(LabelerConfig(device="cpu", pretrained=str(tmp_path / "missing.bin")))
+    with pytest.raises(WeightsMissingError, match="no model named"):
+        Labeler(LabelerConfig(device="cpu", clip_model="ViT-Nope"))
+
+
+def test_empty_vocabulary_is_rejected(labeler):
+    from sfs_ros.core.vocabulary import VocabularyError
+
+    with pytest.raises(VocabularyError):
+        labeler.encode_vocabulary(load_vocabulary([]))
