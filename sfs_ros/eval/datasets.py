@@ -83,20 +83,26 @@ class Dataset:
 
 
 def open_dataset(
-    layout: str, root: str | Path, split: str = "val", vocabulary: str | None = None, ignore_index: int = 255
+    layout: str, root: str | Path, split: str = "val", vocabulary: Vocabulary | None = None,
+    ignore_index: int = 255,
 ) -> Dataset:
-    """Resolve a dataset folder of the given layout; fails with what is missing where."""
+    """Resolve a dataset folder of the given layout; fails with what is missing where.
+
+    `vocabulary` defaults to the layout's preset (cityscapes, ade20k); a plain folder has no
+    default because its label ids mean nothing without their class list.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     if layout == "cityscapes":
-        return _cityscapes(root, split, load_vocabulary(vocabulary or "cityscapes"))
+        return _cityscapes(root, split, vocabulary or load_vocabulary("cityscapes"))
     if layout == "ade20k":
-        return _ade20k(root, SPLIT_ALIASES["ade20k"].get(split, split), load_vocabulary(vocabulary or "ade20k"))
+        split = SPLIT_ALIASES["ade20k"].get(split, split)
+        return _ade20k(root, split, vocabulary or load_vocabulary("ade20k"))
     if layout == "folder":
         if vocabulary is None:
             raise DatasetError("a plain folder needs --vocab: its label ids must be the ids of that vocabulary")
-        return _folder(root, load_vocabulary(vocabulary), ignore_index)
+        return _folder(root, vocabulary, ignore_index)
     raise DatasetError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
 
 

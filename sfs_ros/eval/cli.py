@@ -1,0 +1,203 @@
+"""The `sfs_eval` command (also `python -m sfs_ros.eval`): score Semantic-Fast-SAM on bags.
+
+    sfs_eval convert cityscapes /data/cityscapes --split val --out bags/cityscapes_val
+    sfs_eval run bags/cityscapes_val --out out/cityscapes_val --device cuda:0
+    sfs_eval run drive_bag --image-topic /front/image_raw --vocab coco --out out/drive --no-bag
+    sfs_eval run bags/ade20k_val --shard 0/4 --out out/ade/0   (... 1/4, 2/4, 3/4)
+    sfs_eval merge out/ade/0 out/ade/1 out/ade/2 out/ade/3 --out out/ade
+
+Exit codes: 0 done (skipped frames, if any, are counted in the report and on stderr);
+2 bad input or settings, with a one-line message; 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sfs_ros.cli import add_model_arguments, model_configs, vocabulary_from_args
+from sfs_ros.core.frame import SfsError
+from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
+from sfs_ros.eval import bags, datasets, report as reports
+from sfs_ros.eval.bags import BagInput, parse_shard
+from sfs_ros.eval.errors import EvalError, GroundTruthError
+from sfs_ros.eval.runner import OUTPUT_BAG, RunOptions, evaluate
+
+log = logging.getLogger("sfs_ros.eval")
+
+
+# ---------------------------------------------------------------------------- helpers
+def build_models(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Segmenter and Labeler from the command-line options (tests replace this function)."""
+    from sfs_ros.core.pipeline import load_models
+
+    seg_cfg, lab_cfg = model_configs(args)
+    return load_models(seg_cfg, lab_cfg, fallback_to_random=args.allow_random_weights)
+
+
+def resolve_vocabulary(values: list[str] | None, source: BagInput) -> Vocabulary:
+    """--vocab, else the vocabulary the bag's ground truth was converted with, else refuse
+    when there is ground truth (its ids need their class list), else the `sfs` default (coco)."""
+    if values:
+        return vocabulary_from_args(values)
+    hint = source.hints.get(bags.HINT_VOCABULARY)
+    if hint:
+        return load_vocabulary(json.loads(hint) if hint.startswith("[") else hint)
+    if source.has_gt:
+        raise GroundTruthError(
+            f"bag {source.path} has ground truth but does not say which vocabulary its ids belong "
+            "to: pass --vocab (e.g. --vocab cityscapes)"
+        )
+    return load_vocabulary("coco")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    shard = parse_shard(args.shard)
+    out = Path(args.out)
+    if not args.no_bag and (out / OUTPUT_BAG).exists():
+        raise EvalError(f"{out / OUTPUT_BAG} exists already: remove it, choose another --out, or pass --no-bag")
+    with BagInput(args.bag, args.image_topic or (), args.gt_topic or (), args.gt_ignore, shard) as source:
+        vocabulary = resolve_vocabulary(args.vocab, source)
+        segmenter, labeler = build_models(args)  # only after the input proved usable
+        labeler.set_vocabulary(vocabulary)
+        settings = {
+            "device": str(segmenter.device),
+            "segmenter": {**asdict(segmenter.config), "checkpoint": str(segmenter.checkpoint)},
+            "labeler": asdict(labeler.config),
+        }
+        options = RunOptions(
+            out_dir=out, write_bag=not args.no_bag, out_prefix=args.out_prefix, storage=args.storage,
+            strict=args.strict, warmup=args.warmup, progress=not args.quiet, max_frames=args.max_frames,
+        )
+        report = evaluate(source, segmenter, labeler, options, settings)
+    reports.write(report, out, plots=not args.no_plots)
+    print(summary_line(report), f"\nwrote {out}/{reports.JSON_NAME}, {reports.MD_NAME}"
+          + ("" if args.no_bag else f", {OUTPUT_BAG}/"))
+    skipped = sum(report["frames"]["skipped"].values())
+    if skipped:
+        print(f"sfs_eval: warning: {skipped} frame(s) skipped: {report['frames']['skipped']} "
+              "(listed in report.json)", file=sys.stderr)
+    return 0
+
+
+def summary_line(report: dict) -> str:
+    m, t = report["metrics"], report["timing"]
+    scores = (f"mIoU {100 * m['miou']:.2f} %, pixel acc {100 * m['pixel_accuracy']:.2f} %"
+              if m and m["miou"] is not None else "no ground truth scored")
+    stages = t["stages"]
+    ms = ", ".join(f"{s} {stages[s]['p50_ms']:.0f}" for s in ("segment", "label", "fuse") if stages[s]["n"])
+    marker = "  [random_weights: true - scores are meaningless]" if report["random_weights"] else ""
+    return (f"{scores}; {t['frames']} frames, {t['frames_per_s']} frames/s, p50 ms {ms or '-'}"
+            f"{marker}")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    vocabulary = vocabulary_from_args(args.vocab) if args.vocab else None
+    dataset = datasets.open_dataset(args.layout, args.root, args.split, vocabulary, args.ignore_index)
+    options = datasets.ConvertOptions(
+        image_topic=args.image_topic, gt_topic=args.gt_topic, frame_id=args.frame_id, rate=args.rate,
+        raw=args.raw, storage=args.storage, limit=args.limit,
+    )
+    count = datasets.write_bag(
+        dataset, args.out, options,
+        progress=lambda items: tqdm(items, unit="frame", desc="convert", disable=args.quiet),
+    )
+    print(f"wrote {count} frames of {dataset.layout} {dataset.split or ''} to {args.out} "
+          f"({options.image_topic}" + (f" + {options.gt_topic}" if any(i.label for i in dataset.items) else "")
+          + f", vocabulary {dataset.vocabulary.name})")
+    for note in dataset.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    merged = reports.merge([reports.load(p) for p in args.reports], allow_partial=args.allow_partial)
+    reports.write(merged, args.out, plots=not args.no_plots)
+    print(summary_line(merged), f"\nwrote {args.out}/{reports.JSON_NAME}, {reports.MD_NAME}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfs_eval", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate a bag (direct mode: every frame, no drops)")
+    run.add_argument("bag", help="rosbag2 folder (mcap or sqlite3) or a single .mcap/.db3 file")
+    run.add_argument("--out", required=True, help="output folder: report.json, report.md, plots, bag/")
+    run.add_argument("--image-topic", action="append", metavar="TOPIC",
+                     help="camera topic (Image or CompressedImage); repeat for several cameras. "
+                          "Default: the converter's hint, else the only image topic")
+    run.add_argument("--gt-topic", action="append", metavar="TOPIC",
+                     help="ground-truth class-id topic (mono8/mono16), one per --image-topic, "
+                          "paired by header stamp. Default: the converter's hint, else none")
+    run.add_argument("--gt-ignore", type=int, default=None,
+                     help="ground-truth value that does not count (default 255 mono8, 65535 mono16)")
+    run.add_argument("--shard", default="0/1", help="i/n: evaluate the i-th of n parts of the bag")
+    run.add_argument("--out-prefix", default="/sfs_node", help="namespace of the output bag topics")
+    run.add_argument("--storage", choices=bags.STORAGES, default="mcap", help="output bag storage")
+    run.add_argument("--no-bag", action="store_true", help="do not write the output bag")
+    run.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    run.add_argument("--strict", action="store_true", help="stop at the first unusable frame instead of skipping it")
+    run.add_argument("--warmup", type=int, default=1, help="untimed passes over the first frame")
+    run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(run)
+    run.set_defaults(func=cmd_run, vocab=None)
+
+    conv = sub.add_parser("convert", help="turn a dataset folder into a bag (images + ground-truth labels)")
+    conv.add_argument("layout", choices=datasets.LAYOUTS)
+    conv.add_argument("root", help="dataset folder (Cityscapes root, ADEChallengeData2016 or its parent, "
+                                   "or a folder with images/ and labels/)")
+    conv.add_argument("--out", required=True, help="bag folder to create")
+    conv.add_argument("--split", default="val", help="val, train, test (ADE20K: validation/training)")
+    conv.add_argument("--vocab", nargs="+", default=None, metavar="CLASS",
+                      help="vocabulary of the label ids (default: cityscapes / ade20k; required for folder)")
+    conv.add_argument("--ignore-index", type=int, default=255, help="folder layout: label value that does not count")
+    conv.add_argument("--image-topic", default=datasets.ConvertOptions.image_topic)
+    conv.add_argument("--gt-topic", default=datasets.ConvertOptions.gt_topic)
+    conv.add_argument("--frame-id", default=datasets.ConvertOptions.frame_id)
+    conv.add_argument("--rate", type=float, default=datasets.ConvertOptions.rate, help="stamps at this rate (Hz)")
+    conv.add_argument("--raw", action="store_true", help="sensor_msgs/Image rgb8 instead of the original files")
+    conv.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+    conv.add_argument("--limit", type=int, default=None, help="first N images only")
+    conv.add_argument("--quiet", action="store_true", help="no progress bar")
+    conv.set_defaults(func=cmd_convert)
+
+    merge = sub.add_parser("merge", help="add the reports of --shard runs into one report")
+    merge.add_argument("reports", nargs="+", help="report.json files or the folders holding them")
+    merge.add_argument("--out", required=True, help="output folder for the merged report")
+    merge.add_argument("--allow-partial", action="store_true", help="merge even if shards are missing")
+    merge.add_argument("--no-plots", action="store_true")
+    merge.set_defaults(func=cmd_merge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except SfsError as exc:
+        print(f"sfs_eval: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sfs_eval: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
