@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from sfs_ros.core.frame import Frame, Result, SfsError
-from sfs_ros.core.labeler import DEFAULT_TEMPLATES, LabelerConfig
+from sfs_ros.core.labeler import DEFAULT_TEMPLATES, LABELING_MODES, LabelerConfig
 from sfs_ros.core.segmenter import SegmenterConfig
 from sfs_ros.core.vocabulary import PRESETS, Vocabulary, load_vocabulary
 
@@ -53,6 +53,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--half", action="store_true", help="fp16 on CUDA")
     g.add_argument("--threshold", type=float, default=lab.threshold, help="below this a mask stays unlabeled")
     g.add_argument("--topk", type=int, default=lab.topk)
+    g.add_argument("--labeling", choices=LABELING_MODES, default=lab.mode,
+                   help="crop: SSA-style mask crops (accurate); dense: one CLIP pass per frame "
+                        "(fast, flat in masks); hybrid: dense, crops for unsure masks")
+    g.add_argument("--prune-topk", type=int, default=lab.prune_topk,
+                   help="score masks only against the frame's top-k classes (0 = off)")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--random-weights", action="store_true",
                    help="build the same architectures untrained (outputs are meaningless and marked)")
@@ -69,6 +74,7 @@ def model_configs(args: argparse.Namespace) -> tuple[SegmenterConfig, LabelerCon
     lab = LabelerConfig(
         clip_model=args.clip_model, pretrained=args.clip_pretrained, templates=tuple(args.templates),
         threshold=args.threshold, topk=args.topk, device=args.device, half=args.half,
+        mode=args.labeling, prune_topk=args.prune_topk,
         random_weights=args.random_weights,
     )
     return seg, lab

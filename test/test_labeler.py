@@ -137,3 +137,82 @@ def test_empty_vocabulary_is_rejected(labeler):
 
     with pytest.raises(VocabularyError):
         labeler.encode_vocabulary(load_vocabulary([]))
+
+
+# ---------------------------------------------------------------------------- dense mode
+@pytest.fixture(scope="module")
+def dense_labeler(labeler):
+    """Dense mode over the same random CLIP weights as the crop-mode fixture."""
+    lab = Labeler(LabelerConfig(random_weights=True, device="cpu", threshold=0.0, mode="dense",
+                                dense_size=224))
+    lab.set_vocabulary(load_vocabulary(VOCAB))
+    return lab
+
+
+def test_dense_trunk_matches_open_clip_forward(dense_labeler):
+    """Our re-implementation of the ViT up to the last block is open_clip's own: with the
+    unmodified last block, the class token gives exactly encode_image."""
+    torch.manual_seed(1)
+    pixels = torch.randn(1, 3, 224, 224)
+    dense = dense_labeler.dense
+    with torch.inference_mode():
+        x, gh, gw = dense.trunk(pixels)
+        x = dense.visual.transformer.resblocks[-1](x)
+        ours = dense.visual.ln_post(x[:, 0]) @ dense.visual.proj
+        theirs = dense_labeler.model.encode_image(pixels)
+    assert (gh, gw) == dense.train_grid
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_features_any_aspect_ratio(dense_labeler):
+    feats = dense_labeler.dense(torch.randn(1, 3, 160, 320))
+    assert feats.shape == (5, 10, dense_labeler.model.visual.output_dim)
+    torch.testing.assert_close(feats.norm(dim=-1), torch.ones(5, 10))
+
+
+def test_dense_batch_equals_one_mask_at_a_time(dense_labeler, photo, masks):
+    batch = dense_labeler.label(photo, masks)
+    for i in range(len(masks)):
+        one = dense_labeler.label(photo, subset(masks, [i]))
+        np.testing.assert_allclose(one.topk_scores[0], batch.topk_scores[i], rtol=1e-4, atol=1e-6)
+
+
+def test_hybrid_margin_extremes_equal_dense_and_crop(labeler, dense_labeler, photo, masks):
+    bank = dense_labeler.bank
+    hybrid = Labeler(LabelerConfig(random_weights=True, device="cpu", threshold=0.0, mode="hybrid",
+                                   dense_size=224, hybrid_margin=0.0))
+    never = hybrid.label(photo, masks, bank)  # margin 0: no mask is unsure
+    np.testing.assert_allclose(never.topk_scores, dense_labeler.label(photo, masks, bank).topk_scores, rtol=1e-5)
+    hybrid.config = LabelerConfig(random_weights=True, device="cpu", mode="hybrid", hybrid_margin=1.01)
+    always = hybrid.label(photo, masks, bank)  # margin > 1: every mask goes to crops
+    np.testing.assert_allclose(always.topk_scores, labeler.label(photo, masks, bank).topk_scores, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------- pruning
+def test_pruning_with_k_at_least_vocabulary_is_identical(labeler, photo, masks):
+    vocab = load_vocabulary("cityscapes")
+    bank = labeler.encode_vocabulary(vocab)
+    plain = labeler.label(photo, masks, bank)
+    pruned_lab = Labeler(LabelerConfig(random_weights=True, device="cpu", threshold=0.0, prune_topk=len(vocab)))
+    pruned = pruned_lab.label(photo, masks, pruned_lab.encode_vocabulary(vocab))
+    np.testing.assert_array_equal(pruned.topk_ids, plain.topk_ids)
+    np.testing.assert_allclose(pruned.topk_scores, plain.topk_scores, rtol=1e-5)
+
+
+def test_pruning_scores_only_candidate_classes_and_remembers_winners(photo, masks):
+    lab = Labeler(LabelerConfig(random_weights=True, device="cpu", threshold=0.0, prune_topk=4,
+                                topk=10, mode="dense", dense_size=224))
+    bank = lab.set_vocabulary(load_vocabulary("cityscapes"))
+    candidates = lab._candidate_classes(photo, bank)
+    assert candidates.numel() == 4
+    out = lab.label(photo, masks, bank)
+    assert out.topk_ids.shape[1] == 4  # only the candidates were scored
+    assert set(out.topk_ids.ravel().tolist()) <= set(candidates.tolist())
+    winners = set(out.class_ids.tolist())
+    assert lab._recent[-1] == winners
+    assert winners <= set(lab._candidate_classes(photo, bank).tolist())
+
+
+def test_bad_labeling_mode_is_rejected():
+    with pytest.raises(SfsError, match="labeling mode"):
+        Labeler(LabelerConfig(random_weights=True, mode="semantic"))

@@ -10,6 +10,7 @@ they are cached per vocabulary and prompt-template set, in memory and on disk.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import threading
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from sfs_ros.core.dense_clip import DenseClip
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
 from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError, check_rgb_image
 from sfs_ros.core.vocabulary import Vocabulary
@@ -31,6 +33,7 @@ log = logging.getLogger("sfs_ros.labeler")
 #: Few templates on purpose: each one multiplies the text-encoder cost of a vocabulary change.
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a photo of the {} in the scene.")
 GREY = 0.5  # neutral grey in [0, 1] RGB, before CLIP's normalisation
+LABELING_MODES = ("crop", "dense", "hybrid")
 
 
 class LabelingCancelled(SfsError):
@@ -43,6 +46,14 @@ class LabelerConfig:
 
     clip_model: str = "ViT-B-32"
     pretrained: str = "openai"  # open_clip tag or a local checkpoint file
+    # crop: every mask cropped and encoded (SSA style, accuracy first, cost grows with masks);
+    # dense: one ClearCLIP pass per frame, mask-average-pooled (cost nearly flat in masks);
+    # hybrid: dense, then low-margin masks re-scored with crops.
+    mode: str = "crop"
+    dense_size: int = 448  # short side of the dense-mode input, pixels
+    hybrid_margin: float = 0.1  # top-1 minus top-2 probability under which hybrid uses crops
+    prune_topk: int = 0  # >0: score masks only against the frame's top-k classes (+ recent ones)
+    prune_memory: int = 5  # frames whose winning classes stay candidates when pruning
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     scales: tuple[float, ...] = (1.0, 1.5)  # crop side = longest box side x scale
     background_blend: float = 0.8  # 1 = pixels outside the mask fully grey, 0 = untouched
@@ -63,6 +74,10 @@ class LabelerConfig:
             raise SfsError("background_blend and threshold must lie in [0, 1]")
         if self.topk < 1 or self.batch_size < 1:
             raise SfsError("topk and batch_size must be >= 1")
+        if self.mode not in LABELING_MODES:
+            raise SfsError(f"labeling mode must be one of {LABELING_MODES}, got {self.mode!r}")
+        if self.dense_size < 32 or self.prune_topk < 0 or self.prune_memory < 0:
+            raise SfsError("dense_size must be >= 32, prune_topk and prune_memory >= 0")
 
 
 @dataclass(frozen=True)
@@ -94,7 +109,7 @@ class Labeler:
             model = open_clip.create_model(
                 config.clip_model, pretrained=checkpoint, force_quick_gelu=quick_gelu
             )
-        self.model = model.eval().to(self.device, self.dtype)
+        self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
         self.tokenizer = open_clip.get_tokenizer(config.clip_model)
         size = model.visual.image_size
         self.crop_size = (size, size) if isinstance(size, int) else tuple(size)
@@ -103,6 +118,8 @@ class Labeler:
         self.std = torch.tensor(pre["std"], device=self.device).view(1, 3, 1, 1)
         self.logit_scale = float(model.logit_scale.detach().exp())
         self.stream = new_stream(self.device)
+        self.dense = DenseClip(self.model.visual) if config.mode != "crop" else None
+        self._recent: collections.deque[set[int]] = collections.deque(maxlen=config.prune_memory)
         self._bank: TextBank | None = None
         self._memory_cache: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
@@ -178,7 +195,7 @@ class Labeler:
         return self._bank
 
     # ------------------------------------------------------------------ image side
-    def crop_boxes(self, boxes: np.ndarray, height: int, width: int) -> torch.Tensor:
+    def crop_boxes(self, boxes: np.ndarray) -> torch.Tensor:
         """Square crop windows (x0, y0, x1, y1) per scale around each box, scale-major order."""
         b = torch.as_tensor(boxes, dtype=torch.float32)
         centre = (b[:, :2] + b[:, 2:]) / 2
@@ -195,10 +212,9 @@ class Labeler:
         roi_align samples image and masks on the same grid, so the whole batch is built in a
         few tensor ops instead of one resize per mask.
         """
-        h, w = image.shape[:2]
         n = len(masks)
-        img = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        windows = self.crop_boxes(masks.boxes, h, w).to(self.device)
+        img = self._to_tensor(image)
+        windows = self.crop_boxes(masks.boxes).to(self.device)
         index = torch.arange(n, device=self.device).repeat(len(self.config.scales))[:, None].float()
         rois = torch.cat([torch.zeros_like(index), windows], dim=1)
         size = self.crop_size
@@ -211,8 +227,65 @@ class Labeler:
         # pixel weight: 1 inside the mask, `keep` for context, 0 outside the image
         weight = in_mask + (1.0 - in_mask) * keep * inside
         raw = pixels / inside.clamp(min=1e-6)
-        crops = weight * raw + (1.0 - weight) * GREY
-        return ((crops - self.mean) / self.std).to(self.dtype)
+        return self._normalise(weight * raw + (1.0 - weight) * GREY)
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 RGB (H, W, 3) -> float (1, 3, H, W) in [0, 1] on the labeler's device."""
+        return torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+
+    def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        return ((pixels - self.mean) / self.std).to(self.dtype)
+
+    def _crop_probs(self, image: np.ndarray, masks: Masks, text: torch.Tensor,
+                    cancelled: Callable[[], bool]) -> torch.Tensor:
+        """(N, K) class probabilities from mask crops, averaged over the context scales."""
+        crops = self.make_crops(image, masks)
+        features = []
+        for start in range(0, crops.shape[0], self.config.batch_size):
+            if cancelled():
+                raise LabelingCancelled("labeling cancelled")
+            chunk = self.model.encode_image(crops[start : start + self.config.batch_size])
+            features.append(F.normalize(chunk.float(), dim=-1))
+        logits = self.logit_scale * torch.cat(features) @ text.T
+        return logits.softmax(dim=-1).view(len(self.config.scales), len(masks), -1).mean(dim=0)
+
+    def _resized(self, image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """The whole frame resized (antialiased) to `size` and normalised for CLIP."""
+        img = F.interpolate(self._to_tensor(image), size=size, mode="bilinear", antialias=True, align_corners=False)
+        return self._normalise(img)
+
+    def _dense_size(self, height: int, width: int) -> tuple[int, int]:
+        """Short side ~dense_size, both sides multiples of the patch size."""
+        patch = self.dense.patch
+        scale = self.config.dense_size / min(height, width)
+        return (max(patch, round(height * scale / patch) * patch),
+                max(patch, round(width * scale / patch) * patch))
+
+    def _dense_probs(self, image: np.ndarray, masks: Masks, text: torch.Tensor) -> torch.Tensor:
+        """(N, K) probabilities from one dense pass, patch features averaged inside each mask."""
+        feats = self.dense(self._resized(image, self._dense_size(*image.shape[:2])))  # (gh, gw, D)
+        gh, gw, dim = feats.shape
+        pooled = []
+        for start in range(0, len(masks), 64):  # bounded memory for many full-size masks
+            m = torch.from_numpy(masks.masks[start : start + 64]).to(self.device)[:, None].float()
+            weights = F.interpolate(m, size=(gh, gw), mode="area").flatten(1)  # patch coverage
+            pooled.append(weights @ feats.reshape(-1, dim) / weights.sum(1, keepdim=True).clamp(min=1e-6))
+        embeddings = F.normalize(torch.cat(pooled), dim=-1)
+        return (self.logit_scale * embeddings @ text.T).softmax(dim=-1)
+
+    @torch.inference_mode()
+    def _candidate_classes(self, image: np.ndarray, bank: TextBank) -> torch.Tensor | None:
+        """Class ids masks are scored against when pruning: the frame's top-k by a whole-image
+        CLIP score plus classes that won in recent frames (ERR-Seg's channel reduction)."""
+        k, total = self.config.prune_topk, len(bank.vocabulary)
+        if k == 0 or k >= total:
+            return None
+        whole = self.model.encode_image(self._resized(image, self.crop_size))
+        scores = F.normalize(whole.float(), dim=-1) @ bank.embeddings.float().T
+        keep = set(scores[0].topk(k).indices.tolist())
+        for seen in self._recent:
+            keep |= seen
+        return torch.tensor(sorted(keep), device=self.device)
 
     @torch.inference_mode()
     def label(
@@ -222,28 +295,37 @@ class Labeler:
         bank: TextBank | None = None,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> Labels:
-        """Class, score and top-k proposals for every mask, all crops in batched encoder calls."""
+        """Class, score and top-k proposals for every mask, in the configured labeling mode."""
         image = check_rgb_image(image)
         bank = bank or self.bank
-        n, k = len(masks), min(self.config.topk, len(bank.vocabulary))
+        n = len(masks)
         if masks.masks.shape[1:] != image.shape[:2]:
             raise SfsError(f"masks {masks.masks.shape[1:]} do not match image {image.shape[:2]}")
         if n == 0:
-            return Labels.empty(k)
+            return Labels.empty(min(self.config.topk, len(bank.vocabulary)))
+        mode = self.config.mode
         with on_stream(self.stream):
-            crops = self.make_crops(image, masks)
-            features = []
-            for start in range(0, crops.shape[0], self.config.batch_size):
-                if cancelled():
-                    raise LabelingCancelled("labeling cancelled")
-                chunk = self.model.encode_image(crops[start : start + self.config.batch_size])
-                features.append(F.normalize(chunk.float(), dim=-1))
-            logits = self.logit_scale * torch.cat(features) @ bank.embeddings.float().T
-            probs = logits.softmax(dim=-1).view(len(self.config.scales), n, -1).mean(dim=0)
-            top_scores, top_ids = probs.topk(k, dim=-1)
+            candidates = self._candidate_classes(image, bank)
+            text = bank.embeddings.float() if candidates is None else bank.embeddings[candidates].float()
+            if mode == "crop":
+                probs = self._crop_probs(image, masks, text, cancelled)
+            else:
+                probs = self._dense_probs(image, masks, text)
+                if mode == "hybrid" and text.shape[0] > 1:
+                    top2 = probs.topk(2, dim=-1).values
+                    unsure = torch.nonzero(top2[:, 0] - top2[:, 1] < self.config.hybrid_margin).flatten()
+                    if unsure.numel():
+                        idx = unsure.cpu().numpy()
+                        subset = Masks(masks.masks[idx], masks.boxes[idx], masks.scores[idx], masks.areas[idx])
+                        probs[unsure] = self._crop_probs(image, subset, text, cancelled)
+            top_scores, top_ids = probs.topk(min(self.config.topk, text.shape[0]), dim=-1)
+            if candidates is not None:
+                top_ids = candidates[top_ids]
             top_scores, top_ids = top_scores.cpu().numpy(), top_ids.cpu().numpy()
         best = top_scores[:, 0]
         class_ids = np.where(best >= self.threshold, top_ids[:, 0], UNLABELED_CLASS)
+        if self.config.prune_topk:
+            self._recent.append(set(class_ids[class_ids >= 0].tolist()))
         return Labels(
             class_ids=class_ids.astype(np.int32),
             scores=best.astype(np.float32),
