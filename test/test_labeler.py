@@ -64,7 +64,8 @@ def test_threshold_leaves_masks_unlabeled(labeler, photo, masks):
     np.testing.assert_array_equal(out.topk_ids, base.topk_ids)  # proposals kept either way
 
 
-def test_text_cache_hit_and_one_reencode_on_change(labeler):
+def test_text_cache_hit_and_one_reencode_on_change(labeler, tmp_path, monkeypatch):
+    monkeypatch.setenv("SFS_CACHE_DIR", str(tmp_path))  # an empty disk cache
     vocab_a = load_vocabulary(["road", "car"])
     vocab_b = load_vocabulary(["road", "car", "bus"])
     before = labeler.text_encodings
@@ -216,3 +217,18 @@ def test_pruning_scores_only_candidate_classes_and_remembers_winners(photo, mask
 def test_bad_labeling_mode_is_rejected():
     with pytest.raises(SfsError, match="labeling mode"):
         Labeler(LabelerConfig(random_weights=True, mode="semantic"))
+
+
+def test_text_embeddings_survive_a_restart_on_disk(labeler, tmp_path, monkeypatch):
+    """A second Labeler (a restarted node) reads the embeddings from disk: no text encoding."""
+    monkeypatch.setenv("SFS_CACHE_DIR", str(tmp_path))
+    vocab = load_vocabulary(["forklift", "pallet", "shelf"])
+    first = labeler.encode_vocabulary(vocab)
+    assert len(list((tmp_path / "text").glob("*.pt"))) == 1
+    restarted = Labeler(LabelerConfig(random_weights=True, device="cpu"))
+    again = restarted.encode_vocabulary(vocab)
+    assert restarted.text_encodings == 0
+    torch.testing.assert_close(again.embeddings, first.embeddings)
+    other = Labeler(LabelerConfig(random_weights=True, device="cpu", templates=("a {}.",)))
+    other.encode_vocabulary(vocab)  # other templates: another key, encoded afresh
+    assert other.text_encodings == 1 and len(list((tmp_path / "text").glob("*.pt"))) == 2

@@ -132,7 +132,8 @@ class Labeler:
     # ------------------------------------------------------------------ vocabulary / text side
     def _cache_key(self, vocabulary: Vocabulary) -> str:
         cfg = self.config
-        weights = "random-seed0" if cfg.random_weights else cfg.pretrained
+        # seeded random init is reproducible for a given torch build, so it can be cached too
+        weights = f"random-seed0-torch{torch.__version__}" if cfg.random_weights else cfg.pretrained
         parts = [cfg.clip_model, weights, "\x1f".join(cfg.templates), vocabulary.key]
         return hashlib.sha1("\x1e".join(parts).encode()).hexdigest()
 
@@ -146,7 +147,7 @@ class Labeler:
         with self._lock:
             cached = self._memory_cache.get(key)
         path = cache_dir() / "text" / f"{key}.pt"
-        use_disk = self.config.disk_cache and not self.config.random_weights
+        use_disk = self.config.disk_cache
         if cached is None and use_disk and path.is_file():
             cached = torch.load(path, map_location="cpu", weights_only=True)
             if cached.shape[0] != len(vocabulary):
