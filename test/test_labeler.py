@@ -232,3 +232,11 @@ def test_text_embeddings_survive_a_restart_on_disk(labeler, tmp_path, monkeypatc
     other = Labeler(LabelerConfig(random_weights=True, device="cpu", templates=("a {}.",)))
     other.encode_vocabulary(vocab)  # other templates: another key, encoded afresh
     assert other.text_encodings == 1 and len(list((tmp_path / "text").glob("*.pt"))) == 2
+
+
+def test_non_contiguous_rgb_views_are_accepted(labeler, photo, masks):
+    """The Frame contract allows any uint8 view (e.g. a BGR->RGB flip with negative strides)."""
+    bank = labeler.encode_vocabulary(load_vocabulary(VOCAB))
+    flipped = np.ascontiguousarray(photo[:, :, ::-1])[:, :, ::-1]  # same pixels, negative stride
+    np.testing.assert_allclose(labeler.label(flipped, masks, bank).topk_scores,
+                               labeler.label(photo, masks, bank).topk_scores, rtol=1e-5)

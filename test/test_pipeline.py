@@ -152,3 +152,18 @@ def test_bounded_queue_modes():
     assert blocking.get() == "a" and done.wait(2) and blocking.get() == "b"
     blocking.close()
     assert blocking.get() is None
+
+
+def test_restart_after_stop_serves_frames_and_counts_lost_ones(segmenter, vocab_labeler, photo):
+    results = []
+    p = Pipeline(segmenter, Wrapped(vocab_labeler, "label", delay=0.5), results.append, drop=True)
+    p.start()
+    for f in frames(photo, 3):
+        p.submit(f)
+    assert p.stop()
+    s = p.stats
+    assert s.frames_in == s.frames_out + s.dropped + s.errors == 3
+    p.start()
+    p.submit(frames(photo, 1)[0])
+    assert p.wait_idle(60)
+    assert p.stop() and results[-1].frame.seq == 0 and p.stats.frames_in == 4

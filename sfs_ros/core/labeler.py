@@ -86,6 +86,7 @@ class TextBank:
 
     vocabulary: Vocabulary
     embeddings: torch.Tensor  # (K, D) on the labeler's device
+    templates: tuple[str, ...] = ()
 
 
 class Labeler:
@@ -130,20 +131,24 @@ class Labeler:
         return self.config.random_weights
 
     # ------------------------------------------------------------------ vocabulary / text side
-    def _cache_key(self, vocabulary: Vocabulary) -> str:
+    def _cache_key(self, vocabulary: Vocabulary, templates: tuple[str, ...]) -> str:
         cfg = self.config
         # seeded random init is reproducible for a given torch build, so it can be cached too
         weights = f"random-seed0-torch{torch.__version__}" if cfg.random_weights else cfg.pretrained
-        parts = [cfg.clip_model, weights, "\x1f".join(cfg.templates), vocabulary.key]
+        parts = [cfg.clip_model, weights, "\x1f".join(templates), vocabulary.key]
         return hashlib.sha1("\x1e".join(parts).encode()).hexdigest()
 
-    def encode_vocabulary(self, vocabulary: Vocabulary) -> TextBank:
+    def encode_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
         """Text embeddings of `vocabulary`: template x synonym ensemble, from cache when possible.
 
         Thread-safe and free of side effects on the current bank, so callers can encode a new
-        vocabulary on any thread while frames are still labeled with the old one.
+        vocabulary (or template set; default: the configured one) on any thread while frames
+        are still labeled with the old one.
         """
-        key = self._cache_key(vocabulary)
+        templates = tuple(templates or self.config.templates)
+        if any("{}" not in t for t in templates):
+            raise SfsError(f"every prompt template must contain '{{}}': {templates}")
+        key = self._cache_key(vocabulary, templates)
         with self._lock:
             cached = self._memory_cache.get(key)
         path = cache_dir() / "text" / f"{key}.pt"
@@ -153,7 +158,7 @@ class Labeler:
             if cached.shape[0] != len(vocabulary):
                 cached = None
         if cached is None:
-            cached = self._encode_text(vocabulary)
+            cached = self._encode_text(vocabulary, templates)
             if use_disk:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".tmp{threading.get_ident()}")
@@ -161,16 +166,16 @@ class Labeler:
                 tmp.replace(path)
         with self._lock:
             self._memory_cache[key] = cached
-        return TextBank(vocabulary, cached.to(self.device, self.dtype))
+        return TextBank(vocabulary, cached.to(self.device, self.dtype), templates)
 
     @torch.inference_mode()
-    def _encode_text(self, vocabulary: Vocabulary) -> torch.Tensor:
+    def _encode_text(self, vocabulary: Vocabulary, templates: tuple[str, ...]) -> torch.Tensor:
         self.text_encodings += 1
         prompts: list[str] = []
         owner: list[int] = []
         for cls in vocabulary.classes:
             for name in cls.synonyms:
-                for template in self.config.templates:
+                for template in templates:
                     prompts.append(template.format(name))
                     owner.append(cls.id)
         embeddings = []
@@ -183,9 +188,9 @@ class Labeler:
         summed.index_add_(0, index, per_prompt)
         return F.normalize(summed, dim=-1).cpu()
 
-    def set_vocabulary(self, vocabulary: Vocabulary) -> TextBank:
+    def set_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
         """Encode (or fetch) `vocabulary` and make it current; frames in flight keep the old one."""
-        bank = self.encode_vocabulary(vocabulary)
+        bank = self.encode_vocabulary(vocabulary, templates)
         self._bank = bank  # a single reference swap: label() reads it once per frame
         return bank
 
@@ -232,7 +237,7 @@ class Labeler:
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 RGB (H, W, 3) -> float (1, 3, H, W) in [0, 1] on the labeler's device."""
-        return torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        return torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
 
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         return ((pixels - self.mean) / self.std).to(self.dtype)

@@ -127,8 +127,7 @@ class Pipeline:
         self.segmenter, self.labeler = segmenter, labeler
         self.on_result, self.on_error = on_result, on_error
         self.overlay, self.overlay_alpha = overlay, overlay_alpha
-        self._in: BoundedQueue[_Work] = BoundedQueue(queue_size, drop)
-        self._mid: BoundedQueue[_Work] = BoundedQueue(queue_size, drop)
+        self._queue_size, self._drop = queue_size, drop
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -143,6 +142,9 @@ class Pipeline:
             return self
         self.labeler.bank  # fail early, in the caller's thread, when no vocabulary is set
         self._stop.clear()
+        # fresh queues: a stopped pipeline's queues are closed for good, so it can start again
+        self._in: BoundedQueue[_Work] = BoundedQueue(self._queue_size, self._drop)
+        self._mid: BoundedQueue[_Work] = BoundedQueue(self._queue_size, self._drop)
         for name, loop in (("sfs-segment", self._segment_loop), ("sfs-label", self._label_loop)):
             thread = threading.Thread(target=loop, name=name, daemon=True)
             thread.start()
@@ -152,6 +154,8 @@ class Pipeline:
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop both threads; True when both joined within `timeout` seconds."""
         self._stop.set()
+        if not self._threads:
+            return True
         self._in.close()
         self._mid.close()
         deadline = time.monotonic() + timeout
@@ -161,6 +165,10 @@ class Pipeline:
         if alive:
             log.error("pipeline threads still running after %.1f s: %s", timeout, alive)
         self._threads = []
+        with self._lock:  # frames still queued or cancelled mid-stage never come out
+            self._stats.dropped += self._in_flight
+            self._in_flight = 0
+            self._idle.notify_all()
         return not alive
 
     def __enter__(self) -> "Pipeline":
@@ -245,8 +253,7 @@ class Pipeline:
             try:
                 result = self._run_label(work)
             except LabelingCancelled:
-                self._finish()
-                return
+                return  # stop() counts the cancelled frame as dropped
             except Exception as exc:  # noqa: BLE001
                 self._fail("label", work, exc)
                 continue

@@ -18,6 +18,10 @@ Topics (node `sfs_node`, every name remappable):
          ~/label_info             sfs_ros/LabelInfo, transient-local (latched); republished when
                                   the vocabulary or score threshold changes. One for all cameras.
          /diagnostics             diagnostic_msgs/DiagnosticArray, 1 Hz, one status per camera
+                                  named "<node's full name>: <camera>" ("/sfs_node: image"):
+                                  rates, drops, errors, bad inputs, latency p50/p95 per stage,
+                                  device, vocabulary, random weights; WARN when a publisher is on
+                                  an input topic but no frame came for 5 s (QoS hint included)
 Every per-frame output carries the header (stamp, frame_id) of the input image it came from.
 
 With one camera the per-frame outputs sit directly under the node (`~/label_image`). With
@@ -38,6 +42,7 @@ Diagnostics run in their own callback group, so they are published while frames 
 from __future__ import annotations
 
 import argparse
+import array
 import dataclasses
 import logging
 import os
@@ -45,8 +50,9 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -68,10 +74,12 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from sfs_ros.core.frame import SfsError
-from sfs_ros.core.pipeline import STAGES, Pipeline, PipelineStats
 from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert, params
+
+if TYPE_CHECKING:  # torch is imported when the node is configured, not when it starts
+    from sfs_ros.core.pipeline import Pipeline, PipelineStats
 
 #: Last topic names that name the image, not the camera (dropped from camera names).
 IMAGE_LEAVES = (
@@ -144,17 +152,25 @@ class _Camera:
     seq: int = 0
     last_frame: float | None = None  # time.monotonic() of the last message
     active_since: float | None = None
-    totals: PipelineStats = dataclasses.field(default_factory=PipelineStats)  # past activations
+    totals: PipelineStats | None = None  # counters of past activations
     prev: tuple[float, int, int] | None = None  # (time, received, frames_out) at last report
 
     def output(self, name: str) -> str:
         return f"{self.namespace}/{name}"
 
+    @property
+    def where(self) -> str:
+        """The input topic for log lines: fully resolved while subscribed."""
+        sub = self.subscription
+        return sub.topic_name if sub is not None else self.topic
+
     def stats(self) -> PipelineStats:
         """Counters over every activation, latencies of the current one."""
+        from sfs_ros.core.pipeline import PipelineStats
+
         pipeline = self.pipeline
         now = pipeline.stats if pipeline is not None else PipelineStats()
-        t = self.totals
+        t = self.totals or PipelineStats()
         return PipelineStats(
             t.frames_in + now.frames_in, t.frames_out + now.frames_out,
             t.dropped + now.dropped, t.errors + now.errors, t.masks_out + now.masks_out,
@@ -210,7 +226,8 @@ class _LatestWorker:
 class _RosLogBridge(logging.Handler):
     """Forwards the core's Python log records (`sfs_ros.*`) to the node's ROS logger.
 
-    Exceptions are summarised on one line (type and message); tracebacks only at debug level.
+    Exceptions are summarised on one line (type and message); the traceback follows only when
+    the logger is at debug level (`--ros-args --log-level sfs_node.core:=debug`).
     """
 
     def __init__(self, ros_logger: Any) -> None:
@@ -223,6 +240,7 @@ class _RosLogBridge(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 exc = record.exc_info[1]
                 text += f" ({type(exc).__name__}: {exc})"
+                self._ros.debug("".join(traceback.format_exception(*record.exc_info)))
             if record.levelno >= logging.ERROR:
                 self._ros.error(text)
             elif record.levelno >= logging.WARNING:
@@ -259,9 +277,14 @@ class SfsNode(LifecycleNode):
 
     def __init__(self, node_name: str = "sfs_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        # `-p vocabulary:=coco` (or `vocabulary: coco` in a params file) gives a string where a
+        # string array is declared: read it as a one-element list instead of refusing to start.
+        overrides = getattr(self, "_parameter_overrides", {})
+        for name, given in list(overrides.items()):
+            overrides[name] = self._string_to_array(given)
         for spec in params.PARAMS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
-        self.add_pre_set_parameters_callback(self._coerce_empty_arrays)
+        self.add_pre_set_parameters_callback(self._coerce_string_arrays)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
@@ -296,18 +319,24 @@ class SfsNode(LifecycleNode):
     def _values(self) -> dict[str, Any]:
         return {spec.name: _plain(self.get_parameter(spec.name).value) for spec in params.PARAMS}
 
-    def _coerce_empty_arrays(self, changes: list[Parameter]) -> list[Parameter]:
-        """Pre-set: an empty array has no element type (`ros2 param set ... "[]"`); read it as
-        an empty string array so validation can say what is wrong instead of 'wrong type'."""
-        out = []
-        for p in changes:
-            spec = params.BY_NAME.get(p.name)
-            if (spec is not None and spec.type_name == "string_array"
-                    and isinstance(p.value, (list, tuple)) and len(p.value) == 0
-                    and p.type_ != Parameter.Type.STRING_ARRAY):
-                p = Parameter(p.name, Parameter.Type.STRING_ARRAY, [])
-            out.append(p)
-        return out
+    @staticmethod
+    def _string_to_array(given: Parameter) -> Parameter:
+        """A string (`vocabulary:=coco`) or an empty array of no particular type (`"[]"`) given
+        for a string-array parameter, as that string array; anything else unchanged."""
+        spec = params.BY_NAME.get(given.name)
+        if spec is None or spec.type_name != "string_array":
+            return given
+        if given.type_ == Parameter.Type.STRING:
+            return Parameter(given.name, Parameter.Type.STRING_ARRAY, [given.value])
+        if (given.type_ != Parameter.Type.STRING_ARRAY
+                and isinstance(given.value, (list, tuple, array.array)) and len(given.value) == 0):
+            return Parameter(given.name, Parameter.Type.STRING_ARRAY, [])
+        return given
+
+    def _coerce_string_arrays(self, changes: list[Parameter]) -> list[Parameter]:
+        """Pre-set callback: `ros2 param set /sfs_node vocabulary coco` and `... "[]"` reach
+        validation as string arrays (which then accepts or explains) instead of a type error."""
+        return [self._string_to_array(p) for p in changes]
 
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
         """Validate changes (types, ranges and read-only were checked by rclpy from the
@@ -334,12 +363,13 @@ class SfsNode(LifecycleNode):
                     cam.pipeline.overlay_alpha = float(values["overlay_alpha"])
             labeler = self._labeler
             if labeler is not None and "score_threshold" in names:
-                labeler.config = dataclasses.replace(
-                    labeler.config, threshold=float(values["score_threshold"])
-                )
+                labeler.threshold = float(values["score_threshold"])
         if labeler is None:
             return  # unconfigured: on_configure reads the parameters
         if names & {"vocabulary", "prompt_templates"}:
+            note = params.vocabulary_note(values["vocabulary"])
+            if note:
+                self.get_logger().warning(note)
             vocabulary = load_vocabulary(params.vocabulary_spec(values["vocabulary"]))
             self.get_logger().info(
                 f"encoding vocabulary {vocabulary.name!r} ({len(vocabulary)} classes) in the "
@@ -356,10 +386,8 @@ class SfsNode(LifecycleNode):
         if labeler is None or self._closing:
             return
         t0 = time.monotonic()
-        try:
-            if templates != labeler.config.templates:
-                labeler.config = dataclasses.replace(labeler.config, templates=templates)
-            labeler.set_vocabulary(vocabulary)
+        try:  # encodes, then swaps the bank in one assignment
+            labeler.set_vocabulary(vocabulary, templates)
         except Exception as exc:  # noqa: BLE001 - keep the old vocabulary, say why
             self.get_logger().error(
                 f"vocabulary {vocabulary.name!r} could not be encoded, keeping "
@@ -398,6 +426,9 @@ class SfsNode(LifecycleNode):
             topics = list(values["image_topics"])
             namespaces = output_namespaces(topics)
             vocabulary = load_vocabulary(params.vocabulary_spec(values["vocabulary"]))
+            note = params.vocabulary_note(values["vocabulary"])
+            if note:
+                log.warning(note)
             random = bool(values["random_weights"])
             seg_config = SegmenterConfig(
                 model=values["model"], imgsz=values["imgsz"], conf=values["conf"],
@@ -408,7 +439,8 @@ class SfsNode(LifecycleNode):
             lab_config = LabelerConfig(
                 clip_model=values["clip_model"], pretrained=values["clip_pretrained"],
                 templates=tuple(values["prompt_templates"]), threshold=values["score_threshold"],
-                topk=values["topk"], device=values["device"], half=values["half"],
+                topk=values["topk"], mode=values["labeling_mode"],
+                device=values["device"], half=values["half"],
                 random_weights=random,
             )
             t0 = time.monotonic()
@@ -464,6 +496,8 @@ class SfsNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start one pipeline per camera, then subscribe; latch the label info."""
+        from sfs_ros.core.pipeline import Pipeline
+
         ret = super().on_activate(state)  # enables the lifecycle publishers
         values = self._values()
         qos = _qos_input(values["input_reliability"], values["queue_size"])
@@ -518,7 +552,7 @@ class SfsNode(LifecycleNode):
             with cam.lock:
                 cam.incompatible_qos += 1
             self.get_logger().warning(
-                f"{cam.topic}: a publisher offers QoS incompatible with this subscription "
+                f"{cam.where}: a publisher offers QoS incompatible with this subscription "
                 f"(input_reliability={self.get_parameter('input_reliability').value}); its "
                 "frames will not arrive. Most camera drivers publish best_effort: use "
                 "input_reliability:=best_effort",
@@ -548,8 +582,9 @@ class SfsNode(LifecycleNode):
                 callback_group=self._io_group, event_callbacks=events,
             )
 
-    def _stop_cameras(self) -> None:
-        """Unsubscribe, then stop every pipeline in parallel (each joins its two threads)."""
+    def _stop_cameras(self, timeout: float = 2.0) -> None:
+        """Unsubscribe, then stop every pipeline in parallel (each joins its two threads; a CLIP
+        batch in progress is not interruptible, so a thread may outlive `timeout`)."""
         with self._lock:
             cameras = list(self._cameras)
             for cam in cameras:
@@ -557,11 +592,11 @@ class SfsNode(LifecycleNode):
                     self.destroy_subscription(cam.subscription)
                     cam.subscription = None
             pipelines = [(cam, cam.pipeline) for cam in cameras if cam.pipeline is not None]
-        stoppers = [threading.Thread(target=p.stop, args=(2.0,), daemon=True) for _, p in pipelines]
+        stoppers = [threading.Thread(target=p.stop, args=(timeout,), daemon=True) for _, p in pipelines]
         for thread in stoppers:
             thread.start()
         for thread in stoppers:
-            thread.join(3.0)
+            thread.join(timeout + 0.5)
         with self._lock:
             for cam, pipeline in pipelines:
                 cam.totals = cam.stats()
@@ -605,7 +640,7 @@ class SfsNode(LifecycleNode):
                 cam.bad_inputs += 1
                 cam.last_bad_reason = str(exc)
             self.get_logger().warning(
-                f"{cam.topic}: ignoring an image: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S
+                f"{cam.where}: ignoring an image: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S
             )
         except RuntimeError:
             pass  # pipeline stopped between the check and the submit (deactivating)
@@ -634,13 +669,13 @@ class SfsNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - e.g. the context went down during shutdown
             if not self._closing:
                 self.get_logger().error(
-                    f"{cam.topic}: publishing failed: {type(exc).__name__}: {exc}",
+                    f"{cam.where}: publishing failed: {type(exc).__name__}: {exc}",
                     throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S,
                 )
 
     def _on_pipeline_error(self, cam: _Camera, stage: str, exc: BaseException) -> None:
         self.get_logger().warning(
-            f"{cam.topic}: {stage} stage failed on a frame: {type(exc).__name__}: {exc}",
+            f"{cam.where}: {stage} stage failed on a frame: {type(exc).__name__}: {exc}",
             throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S,
         )
 
@@ -653,7 +688,7 @@ class SfsNode(LifecycleNode):
                 vocabulary,
                 Header(stamp=self.get_clock().now().to_msg()),
                 encoding=self._encoding,
-                threshold=labeler.config.threshold,
+                threshold=labeler.threshold,
                 random_weights=self._segmenter.random_weights or labeler.random_weights,
             )
         pub.publish(msg)
@@ -670,7 +705,7 @@ class SfsNode(LifecycleNode):
             vocabulary, segmenter, labeler = self._vocabulary, self._segmenter, self._labeler
         if not cameras:
             array.status.append(DiagnosticStatus(
-                level=DiagnosticStatus.OK, name=f"{self.get_name()}: node",
+                level=DiagnosticStatus.OK, name=f"{self.get_fully_qualified_name()}: node",
                 message=f"{state}: no cameras configured", hardware_id=self._device,
                 values=[KeyValue(key="state", value=state)],
             ))
@@ -745,6 +780,8 @@ class SfsNode(LifecycleNode):
             ("messages lost", str(lost)),
             ("incompatible QoS events", str(incompatible)),
         ]
+        from sfs_ros.core.pipeline import STAGES
+
         for stage in STAGES:
             values.append((f"{stage} latency p50 (ms)", ms(stage, 50)))
             values.append((f"{stage} latency p95 (ms)", ms(stage, 95)))
@@ -758,7 +795,7 @@ class SfsNode(LifecycleNode):
             f"{state}, {rate_out:.1f} Hz out" if state == "active" else state
         )
         return DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: {cam.name}", message=message,
+            level=level, name=f"{self.get_fully_qualified_name()}: {cam.name}", message=message,
             hardware_id=self._device, values=[KeyValue(key=k, value=v) for k, v in values],
         )
 
@@ -779,12 +816,15 @@ class SfsNode(LifecycleNode):
         return "the camera may be idle (QoS matches)"
 
     # ------------------------------------------------------------------ shutdown
-    def close(self, timeout: float = 1.5) -> None:
-        """Stop pipelines and the vocabulary worker, release the models (idempotent)."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop pipelines and the vocabulary worker, release the models (idempotent).
+
+        Waits at most about `timeout` s for each; threads still busy in a model call after that
+        are daemons that publish nothing more (`_closing`) and end with the process."""
         if self._closing:
             return
         self._closing = True
-        self._stop_cameras()
+        self._stop_cameras(timeout)
         if not self._vocab_worker.close(timeout):
             self.get_logger().warning("the vocabulary worker is still encoding; not waiting for it")
         self._release()
@@ -807,16 +847,20 @@ def main(args: list[str] | None = None) -> int:
     teardown of torch and ultralytics takes 1-2 s on small CPUs and owns nothing of ours. Pass
     `args` to get the code returned instead.
     """
-    code = _run(list(sys.argv if args is None else args))
-    if args is None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    fast_exit = args is None
+    code = _run(list(sys.argv if args is None else args), fast_exit)
+    if fast_exit:
+        _exit_now(code)
     return code
 
 
-def _run(argv: list[str]) -> int:
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+def _exit_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(argv: list[str], fast_exit: bool) -> int:
     parser = argparse.ArgumentParser(
         prog="sfs_node", description="Semantic-Fast-SAM ROS 2 node (parameters: --ros-args -p ...)"
     )
@@ -825,6 +869,7 @@ def _run(argv: list[str]) -> int:
         help="configure and activate on start-up (default: the autostart parameter, true)",
     )
     opts = parser.parse_args(remove_ros_args(argv)[1:])
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
 
     stop = threading.Event()
 
@@ -843,18 +888,6 @@ def _run(argv: list[str]) -> int:
         rclpy.try_shutdown()
         return 2
     log = node.get_logger()
-    code = 0
-    autostart = opts.autostart if opts.autostart is not None else node.get_parameter("autostart").value
-    if autostart and not stop.is_set():
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            log.error("autostart: configure failed (see above)")
-            code = 1
-        elif not stop.is_set() and node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-            log.error("autostart: activate failed (see above)")
-            code = 1
-    elif not autostart:
-        log.info("autostart off: waiting for lifecycle transitions (configure, activate)")
-
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
 
@@ -865,16 +898,43 @@ def _run(argv: list[str]) -> int:
             pass
 
     spinner = threading.Thread(target=spin, name="sfs-executor", daemon=True)
-    if code == 0:
-        spinner.start()
-        while not stop.wait(0.2) and rclpy.ok():
-            pass
-        log.info("shutting down")
+    spinner.start()  # diagnostics and lifecycle services answer while the models load
+
+    failed = threading.Event()
+
+    def autostart() -> None:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            log.error("autostart: configure failed (see above)")
+            failed.set()
+        elif not stop.is_set() and node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            log.error("autostart: activate failed (see above)")
+            failed.set()
+        if failed.is_set():
+            stop.set()
+
+    starter = None
+    use_autostart = opts.autostart if opts.autostart is not None else node.get_parameter("autostart").value
+    if use_autostart:
+        starter = threading.Thread(target=autostart, name="sfs-autostart", daemon=True)
+        starter.start()
+    else:
+        log.info("autostart off: waiting for lifecycle transitions (configure, activate)")
+
+    while not stop.wait(0.2) and rclpy.ok():
+        pass
+    code = 1 if failed.is_set() else 0
+    if starter is not None and starter.is_alive():
+        if fast_exit:
+            # Loading models or encoding text cannot be interrupted, and nothing of ours runs yet
+            # besides it: leave now rather than after the load.
+            log.info("shutting down during start-up (models still loading): not waiting for them")
+            _exit_now(0)
+        starter.join()
+    log.info("shutting down")
     t0 = time.monotonic()
     node.close()
     executor.shutdown(timeout_sec=1.0)
-    if spinner.is_alive():
-        spinner.join(1.0)
+    spinner.join(1.0)
     node.destroy_node()
     rclpy.try_shutdown()
     if code == 0:

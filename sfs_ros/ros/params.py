@@ -151,6 +151,19 @@ def vocabulary_spec(entries: Sequence[str]) -> str | list[str]:
     return list(entries)
 
 
+def vocabulary_note(entries: Sequence[str]) -> str | None:
+    """A warning worth logging for an accepted vocabulary: one entry that is not a preset is a
+    one-class vocabulary, which is what a misspelt preset name ("cocoa") also gives."""
+    import difflib
+
+    spec = vocabulary_spec(entries)
+    if not isinstance(spec, list) or len(spec) != 1:
+        return None
+    close = difflib.get_close_matches(spec[0], PRESETS, n=1, cutoff=0.7)
+    hint = f"; did you mean the preset {close[0]!r}?" if close else ""
+    return f"vocabulary {list(entries)!r} is ONE custom class {spec[0].split(',')[0].strip()!r}{hint}"
+
+
 def _check_vocabulary(entries: Sequence[str]) -> str | None:
     from sfs_ros.core.vocabulary import VocabularyError, load_vocabulary
 
@@ -220,6 +233,11 @@ PARAMS: tuple[Param, ...] = (
           "Best class probability below which a mask stays unlabeled.",
           read_only=False, range=(0.0, 1.0)),
     Param("topk", 3, "Class proposals reported per instance (winner included).", range=(1, 100)),
+    Param("labeling_mode", "crop",
+          "How CLIP names masks: crop (every mask cropped and encoded; accuracy first, cost grows "
+          "with masks), dense (one ClearCLIP pass per frame, mask-average-pooled; cost nearly "
+          "flat), hybrid (dense, then low-margin masks re-scored with crops).",
+          choices=("crop", "dense", "hybrid")),
     # --- models (read-only)
     Param("model", "FastSAM-s",
           "FastSAM checkpoint: FastSAM-s, FastSAM-x (looked up in $SFS_WEIGHTS_DIR) or a path to "

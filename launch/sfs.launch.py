@@ -1,0 +1,139 @@
+"""Launch the sfs_ros node (and optionally rviz2).
+
+    ros2 launch sfs_ros sfs.launch.py image_topics:=/camera/image_raw vocabulary:=cityscapes
+    ros2 launch sfs_ros sfs.launch.py vocabulary:="['cup, mug', 'table']" device:=cuda:0 use_rviz:=true
+    ros2 launch sfs_ros sfs.launch.py random_weights:=true      # no checkpoints needed (demo)
+
+Parameters come from `params_file` (default: share/sfs_ros/config/sfs.yaml); every other
+argument left empty keeps the file's value, a non-empty one overrides it. List arguments
+(image_topics, vocabulary) take a YAML list ("['a', 'b']"); image_topics also takes a
+comma-separated list, vocabulary a preset name, a .txt/.tsv file, or classes separated by ';'
+("cup, mug; table": ',' separates synonyms within a class).
+
+`launch` and `launch_ros` are imported inside generate_launch_description() only, so this file
+can be read and its helpers tested where ROS launch is not installed.
+"""
+from __future__ import annotations
+
+import os
+
+#: Launch arguments that are node parameters of the same name (see sfs_ros/ros/params.py).
+PARAMETER_ARGUMENTS = {
+    "image_topics": "Camera topics (YAML list or comma-separated); names ending in /compressed "
+                    "are read as sensor_msgs/CompressedImage.",
+    "vocabulary": "Preset (cityscapes, ade20k, ade20k_full, coco), .txt/.tsv file, YAML list of "
+                  "classes, or classes separated by ';'.",
+    "device": "auto, cpu or cuda:N.",
+    "model": "FastSAM checkpoint name (FastSAM-s, FastSAM-x) or path.",
+    "clip_model": "open_clip model name (ViT-B-32, ...).",
+    "random_weights": "true: run untrained models (demo/tests without checkpoints).",
+}
+#: Launch-only arguments: name -> (default, description).
+LAUNCH_ARGUMENTS = {
+    "params_file": (None, "Parameter YAML file (default: share/sfs_ros/config/sfs.yaml)."),
+    "namespace": ("", "Namespace of the node (and of its relative input topics)."),
+    "log_level": ("info", "Logging level of the node (debug, info, warn, error)."),
+    "use_rviz": ("false", "Start rviz2 with share/sfs_ros/config/sfs.rviz."),
+    "dds_profile": ("", "Fast DDS XML profile for the node (FASTDDS_DEFAULT_PROFILES_FILE), e.g. "
+                        "share/sfs_ros/config/fastdds_localhost.xml to keep DDS on loopback with "
+                        "large socket buffers; empty keeps the environment."),
+}
+LIST_PARAMETERS = ("image_topics", "vocabulary")
+BOOL_PARAMETERS = ("random_weights",)
+
+
+def parse_list(name: str, text: str) -> list[str]:
+    """A list-valued launch argument as the node parameter's list of strings."""
+    import yaml
+
+    text = text.strip()
+    if text.startswith("["):
+        value = yaml.safe_load(text)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{name}: expected a list of strings, got {text!r}")
+        return [v.strip() for v in value]
+    separator = ";" if name == "vocabulary" else ","
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
+def parse_bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name}: expected true or false, got {text!r}")
+
+
+def parameter_overrides(arguments: dict[str, str]) -> dict[str, object]:
+    """Node parameters from launch arguments; empty arguments are left to the params file."""
+    overrides: dict[str, object] = {}
+    for name in PARAMETER_ARGUMENTS:
+        text = arguments.get(name, "").strip()
+        if not text:
+            continue
+        if name in LIST_PARAMETERS:
+            overrides[name] = parse_list(name, text)
+        elif name in BOOL_PARAMETERS:
+            overrides[name] = parse_bool(name, text)
+        else:
+            overrides[name] = text
+    return overrides
+
+
+def _share_dir() -> str:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return get_package_share_directory("sfs_ros")
+    except (ImportError, LookupError, OSError):  # a source checkout (no ament index)
+        return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch_setup(context, *args, **kwargs):
+    from launch.actions import ExecuteProcess
+    from launch_ros.actions import Node
+
+    arguments = {name: value for name, value in context.launch_configurations.items()}
+    share = _share_dir()
+    params_file = arguments.get("params_file") or os.path.join(share, "config", "sfs.yaml")
+    env = {}
+    if arguments.get("dds_profile"):
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = arguments["dds_profile"]
+    node = Node(
+        package="sfs_ros",
+        executable="sfs_node",
+        name="sfs_node",
+        namespace=arguments.get("namespace", ""),
+        parameters=[params_file, parameter_overrides(arguments)],
+        arguments=["--ros-args", "--log-level", arguments.get("log_level", "info")],
+        additional_env=env,
+        output="screen",
+        emulate_tty=True,
+        sigterm_timeout="5",
+    )
+    actions = [node]
+    if parse_bool("use_rviz", arguments.get("use_rviz", "false")):
+        actions.append(ExecuteProcess(
+            cmd=["rviz2", "-d", os.path.join(share, "config", "sfs.rviz")],
+            additional_env=env, output="screen",
+        ))
+    return actions
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    declared = [
+        DeclareLaunchArgument(name, default_value="", description=text + " Empty: params_file.")
+        for name, text in PARAMETER_ARGUMENTS.items()
+    ]
+    default_params = os.path.join(_share_dir(), "config", "sfs.yaml")
+    declared += [
+        DeclareLaunchArgument(
+            name, default_value=default_params if default is None else default, description=text
+        )
+        for name, (default, text) in LAUNCH_ARGUMENTS.items()
+    ]
+    return LaunchDescription(declared + [OpaqueFunction(function=_launch_setup)])

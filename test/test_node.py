@@ -1,0 +1,530 @@
+"""The sfs_ros node over real DDS (loopback profile, per-run domain id from conftest) with the
+real FastSAM-s and CLIP ViT-B-32 architectures in random weights.
+
+In-process: one SfsNode (two cameras, one compressed, plus a third camera nobody feeds) and a
+test node share one executor for the whole module. Cross-process: `python -m sfs_ros.ros.node`
+in a child process, fed from this one, then stopped with SIGINT.
+"""
+from __future__ import annotations
+
+import array
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.event_handler import PublisherEventCallbacks
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from sfs_ros.msg import InstanceArray, LabelInfo
+from sfs_ros.ros import convert
+from sfs_ros.ros.node import SfsNode, camera_name, output_namespaces
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "/sfs_test"
+NODE = f"{NS}/sfs_node"
+VOCAB = ["cup, mug", "table", "floor"]
+MODEL_PARAMS = {  # small and fast: 320 px, 4 masks, 3 classes
+    "random_weights": True, "device": "cpu", "imgsz": 320, "max_det": 4, "vocabulary": VOCAB,
+    "score_threshold": 0.0,
+}
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+FRAME_TIMEOUT = 40.0  # one frame takes ~1.5 s on 2 CPU cores; generous for loaded machines
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Inbox:
+    """Messages received on one topic, with waiting by predicate."""
+
+    def __init__(self, node, msg_type, topic, qos=RELIABLE):
+        self.topic, self.messages, self._cond = topic, [], threading.Condition()
+        self.sub = node.create_subscription(msg_type, topic, self._on_msg, qos)
+
+    def _on_msg(self, msg):
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def wait_for(self, predicate, timeout=FRAME_TIMEOUT, what=""):
+        with self._cond:
+            found = self._cond.wait_for(
+                lambda: next((m for m in self.messages if predicate(m)), None), timeout
+            )
+        if not found:
+            raise AssertionError(f"no message on {self.topic} {what} within {timeout:.0f} s")
+        return found
+
+    def with_stamp(self, stamp, timeout=FRAME_TIMEOUT):
+        return self.wait_for(
+            lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == (stamp.sec, stamp.nanosec),
+            timeout, f"stamped {stamp.sec}.{stamp.nanosec:09d}",
+        )
+
+
+def rgb_image(pixels, stamp, frame_id="cam_optical", encoding="rgb8"):
+    if encoding == "bgr8":
+        pixels = pixels[:, :, ::-1]
+    msg = convert.numpy_to_image(np.ascontiguousarray(pixels), "rgb8", Header(stamp=stamp, frame_id=frame_id))
+    msg.encoding = encoding
+    return msg
+
+
+def jpeg_image(pixels, stamp, frame_id="cam1_optical"):
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    assert ok
+    return CompressedImage(header=Header(stamp=stamp, frame_id=frame_id), format="jpeg",
+                           data=array.array("B", data.tobytes()))
+
+
+_stamps = iter(range(100, 10_000))
+
+
+def new_stamp():
+    return Time(sec=next(_stamps), nanosec=123_456_789)
+
+
+def diagnostics_for(inbox: Inbox, node_name: str, camera: str, predicate=lambda s, v: True,
+                    timeout=10.0):
+    """The first /diagnostics status of `<node>: <camera>` (received from now on) that matches."""
+    start = len(inbox.messages)
+    found = {}
+
+    def match(msg):
+        if inbox.messages.index(msg) < start:
+            return False
+        for status in msg.status:
+            if status.name == f"{node_name}: {camera}":
+                values = {kv.key: kv.value for kv in status.values}
+                if predicate(status, values):
+                    found["status"], found["values"] = status, values
+                    return True
+        return False
+
+    inbox.wait_for(match, timeout, f"with a matching status for {camera}")
+    return found["status"], found["values"]
+
+
+# ---------------------------------------------------------------------- pure functions
+def test_camera_names_and_output_namespaces():
+    assert camera_name("/front/image_raw") == "front"
+    assert camera_name("/rig/left/image_rect_color/compressed") == "rig/left"
+    assert camera_name("image") == "image" and camera_name("cam0/image_raw") == "cam0"
+    assert camera_name("/usb_cam/color") == "usb_cam/color"
+    assert output_namespaces(["/front/image_raw"]) == ["~"]
+    assert output_namespaces(["/a/image_raw", "/b/image/compressed"]) == ["~/a", "~/b"]
+    with pytest.raises(Exception, match="both map to camera 'front'"):
+        output_namespaces(["/front/image_raw", "/front/image_rect"])
+
+
+def test_a_string_given_for_a_string_array_becomes_a_list():
+    """`-p vocabulary:=coco` and `ros2 param set /sfs_node vocabulary coco` just work."""
+    convert_ = SfsNode._string_to_array
+    given = convert_(Parameter("vocabulary", Parameter.Type.STRING, "coco"))
+    assert (given.type_, given.value) == (Parameter.Type.STRING_ARRAY, ["coco"])
+    empty = convert_(Parameter("image_topics", Parameter.Type.BYTE_ARRAY, []))
+    assert (empty.type_, list(empty.value)) == (Parameter.Type.STRING_ARRAY, [])
+    other = Parameter("model", Parameter.Type.STRING, "FastSAM-x")
+    assert convert_(other) is other
+
+
+# ---------------------------------------------------------------------- in-process fixture
+class Harness:
+    """The node under test, a test node, their executor, and inboxes for every output."""
+
+    def __init__(self, picture):
+        self.picture = picture
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        overrides = dict(MODEL_PARAMS, input_reliability="reliable",
+                         image_topics=["cam0/image_raw", "cam1/image/compressed", "cam2/image"])
+        self.node = SfsNode(
+            namespace=NS, context=self.context,
+            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+        )
+        self.tester = rclpy.create_node("sfs_tester", namespace=NS, context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.tester)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        t = self.tester
+        self.pub_raw = t.create_publisher(Image, f"{NS}/cam0/image_raw", RELIABLE)
+        self.pub_jpeg = t.create_publisher(CompressedImage, f"{NS}/cam1/image/compressed", RELIABLE)
+        self.out = {}
+        for cam in ("cam0", "cam1"):
+            for name, msg_type in (("label_image", Image), ("instance_image", Image),
+                                   ("overlay", Image), ("instances", InstanceArray)):
+                self.out[cam, name] = Inbox(t, msg_type, f"{NODE}/{cam}/{name}")
+        self.label_info = Inbox(t, LabelInfo, f"{NODE}/label_info", LATCHED)
+        self.diagnostics = Inbox(t, DiagnosticArray, "/diagnostics")
+
+    def start(self):
+        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        for pub in (self.pub_raw, self.pub_jpeg):
+            wait_until(lambda pub=pub: pub.get_subscription_count() >= 1, 10, f"{pub.topic_name} matched")
+        for inbox in self.out.values():
+            wait_until(lambda inbox=inbox: self.tester.count_publishers(inbox.topic) >= 1, 10,
+                       f"a publisher on {inbox.topic}")
+            cam = self.camera(inbox.topic.split("/")[-2])
+            wait_until(lambda cam=cam, name=inbox.topic.split("/")[-1]:
+                       cam.publishers[name].get_subscription_count() >= 1, 10, f"{inbox.topic} matched")
+
+    def camera(self, name):
+        return next(c for c in self.node._cameras if c.name == name)
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.tester.destroy_node()
+        self.context.try_shutdown()
+        self.thread.join(2.0)
+
+
+@pytest.fixture(scope="module")
+def ros(photo):
+    picture = np.ascontiguousarray(photo[80:320, 120:440])  # 240 x 320
+    harness = Harness(picture)
+    try:
+        harness.start()
+        yield harness
+    finally:
+        harness.close()
+
+
+# ---------------------------------------------------------------------- in-process tests
+def test_image_in_outputs_out_with_the_input_header(ros):
+    stamp = new_stamp()
+    ros.pub_raw.publish(rgb_image(ros.picture, stamp, frame_id="cam0_optical"))
+    h, w = ros.picture.shape[:2]
+    label = ros.out["cam0", "label_image"].with_stamp(stamp)
+    instance = ros.out["cam0", "instance_image"].with_stamp(stamp)
+    overlay = ros.out["cam0", "overlay"].with_stamp(stamp)
+    instances = ros.out["cam0", "instances"].with_stamp(stamp)
+    for msg, encoding in ((label, "mono16"), (instance, "mono16"), (overlay, "rgb8")):
+        assert msg.header.frame_id == "cam0_optical"
+        assert (msg.encoding, msg.height, msg.width) == (encoding, h, w)
+        assert len(msg.data) == msg.step * msg.height
+    assert instances.header.frame_id == "cam0_optical"
+    assert (instances.height, instances.width, instances.random_weights) == (h, w, True)
+    labels = np.frombuffer(label.data, np.uint16).reshape(h, w)
+    ids = np.frombuffer(instance.data, np.uint16).reshape(h, w)
+    assert set(np.unique(labels)) <= {0, 1, 2, 65535}
+    assert 1 <= len(instances.instances) <= 4
+    assert set(np.unique(ids)) - {0} <= {i.instance_id for i in instances.instances}
+    names = {v.split(",")[0] for v in VOCAB}
+    for inst in instances.instances:
+        assert inst.class_name in names  # threshold 0: every mask named
+        assert inst.mask.encoding == "mono8" and inst.mask.width == inst.box.width
+        assert inst.mask.header.stamp == stamp
+    # the latched label info, received although the subscription came after activation
+    info = ros.label_info.wait_for(lambda m: True, 10)
+    assert [c.name for c in info.classes] == ["cup", "table", "floor"]
+    assert info.unlabeled_value == 65535 and info.random_weights
+
+
+def test_compressed_camera_gets_its_own_outputs(ros):
+    stamp = new_stamp()
+    ros.pub_jpeg.publish(jpeg_image(ros.picture, stamp))
+    label = ros.out["cam1", "label_image"].with_stamp(stamp)
+    assert (label.height, label.width, label.header.frame_id) == (240, 320, "cam1_optical")
+    ros.out["cam1", "overlay"].with_stamp(stamp)
+    assert not [m for m in ros.out["cam0", "label_image"].messages if m.header.stamp == stamp]
+
+
+def test_bad_images_are_counted_and_the_next_frame_is_answered(ros):
+    cam = ros.camera("cam0")
+    before = cam.bad_inputs
+    depth = Image(header=Header(stamp=new_stamp()), height=4, width=4, encoding="16UC1", step=8,
+                  data=array.array("B", bytes(32)))
+    truncated = rgb_image(ros.picture, new_stamp())
+    truncated.data = truncated.data[:1000]
+    ros.pub_raw.publish(depth)  # the input queue keeps the latest message only: one at a time
+    wait_until(lambda: cam.bad_inputs >= before + 1, 10, "the depth image counted")
+    assert "unsupported encoding '16UC1'" in cam.last_bad_reason
+    ros.pub_raw.publish(truncated)
+    wait_until(lambda: cam.bad_inputs >= before + 2, 10, "the truncated image counted")
+    assert "data holds 1000 bytes" in cam.last_bad_reason
+    stamp = new_stamp()
+    ros.pub_raw.publish(rgb_image(ros.picture, stamp, encoding="bgr8"))
+    ros.out["cam0", "label_image"].with_stamp(stamp)
+    assert ros.node._state_machine.current_state[1] == "active"
+
+
+def test_runtime_vocabulary_change(ros):
+    node, inbox = ros.node, ros.label_info
+    [result] = node.set_parameters([Parameter("vocabulary", value=["bottle", "desk, table"])])
+    assert result.successful, result.reason
+    inbox.wait_for(lambda m: [c.name for c in m.classes] == ["bottle", "desk"], 30, "after the change")
+    assert node.wait_vocabulary(30)
+
+    # refused with a reason; the old vocabulary stays
+    for bad, words in (([], "vocabulary is empty"), (["cup", ""], "empty class name"),
+                       (["cup", "CUP"], "duplicate class name")):
+        [result] = node.set_parameters([Parameter("vocabulary", Parameter.Type.STRING_ARRAY, bad)])
+        assert not result.successful and words in result.reason, result.reason
+    # what `ros2 param set /sfs_node vocabulary "[]"` sends: an empty array of no string type
+    [result] = node.set_parameters([Parameter("vocabulary", Parameter.Type.BYTE_ARRAY, [])])
+    assert not result.successful and "vocabulary is empty" in result.reason
+    [result] = node.set_parameters([Parameter("imgsz", value=640)])
+    assert not result.successful and "read-only" in result.reason
+    assert list(node.get_parameter("vocabulary").value) == ["bottle", "desk, table"]
+    assert node._labeler.bank.vocabulary.names == ("bottle", "desk")
+
+    # a frame submitted after the swap is named with the new classes only
+    stamp = new_stamp()
+    ros.pub_raw.publish(rgb_image(ros.picture, stamp))
+    instances = ros.out["cam0", "instances"].with_stamp(stamp)
+    assert instances.instances and {i.class_name for i in instances.instances} <= {"bottle", "desk"}
+
+    # prompt templates: re-encoded and swapped the same way; the threshold shows in LabelInfo
+    results = node.set_parameters([Parameter("vocabulary", value=VOCAB),
+                                   Parameter("prompt_templates", value=["a picture of a {}."])])
+    assert all(r.successful for r in results)
+    assert node.wait_vocabulary(30)
+    inbox.wait_for(lambda m: len(m.classes) == 3, 30)
+    assert node._labeler.bank.templates == ("a picture of a {}.",)
+    [result] = node.set_parameters([Parameter("prompt_templates", value=["no placeholder"])])
+    assert not result.successful and "must contain '{}'" in result.reason
+    [result] = node.set_parameters([Parameter("score_threshold", value=0.25)])
+    assert result.successful
+    inbox.wait_for(lambda m: m.threshold == pytest.approx(0.25), 10, "with the new threshold")
+    assert node._labeler.threshold == 0.25
+    node.set_parameters([Parameter("score_threshold", value=0.0)])
+
+
+def test_runtime_output_switches(ros):
+    node = ros.node
+    results = node.set_parameters([Parameter("publish_overlay", value=False),
+                                   Parameter("publish_instances", value=False)])
+    assert all(r.successful for r in results)
+    try:
+        stamp = new_stamp()
+        ros.pub_raw.publish(rgb_image(ros.picture, stamp))
+        ros.out["cam0", "label_image"].with_stamp(stamp)
+        time.sleep(0.5)
+        for name in ("overlay", "instances"):
+            assert not [m for m in ros.out["cam0", name].messages if m.header.stamp == stamp]
+    finally:
+        node.set_parameters([Parameter("publish_overlay", value=True),
+                             Parameter("publish_instances", value=True)])
+    [result] = node.set_parameters([Parameter("overlay_alpha", value=1.5)])
+    assert not result.successful
+
+
+def test_diagnostics_per_camera(ros):
+    cam = ros.camera("cam0")
+    bad_before = cam.bad_inputs
+    ros.pub_raw.publish(Image(header=Header(stamp=new_stamp()), height=2, width=2, encoding="16UC1",
+                              step=4, data=array.array("B", bytes(8))))
+    wait_until(lambda: cam.bad_inputs > bad_before, 10, "the bad input counted")
+    stamp = new_stamp()
+    ros.pub_raw.publish(rgb_image(ros.picture, stamp))
+    ros.out["cam0", "label_image"].with_stamp(stamp)
+    status, values = diagnostics_for(
+        ros.diagnostics, NODE, "cam0",
+        lambda s, v: int(v["frames processed"]) >= 1 and int(v["bad inputs"]) > bad_before,
+    )
+    assert values["state"] == "active" and values["input topic"] == f"{NS}/cam0/image_raw"
+    assert "16UC1" in values["last bad input"]
+    assert values["random weights"] == "true" and status.level >= DiagnosticStatus.WARN
+    assert values["vocabulary size"] == "3" and values["device"] == "cpu"
+    assert values["publishers on input"] == "1" and values["publishers matched"] == "1"
+    assert float(values["total latency p50 (ms)"]) > 0
+    assert float(values["segment latency p95 (ms)"]) >= float(values["segment latency p50 (ms)"])
+    for key in ("input rate (Hz)", "output rate (Hz)", "frames dropped", "errors"):
+        float(values[key])
+    _, cam1 = diagnostics_for(ros.diagnostics, NODE, "cam1")
+    assert cam1["input type"] == "sensor_msgs/CompressedImage"
+    assert cam1["input topic"] == f"{NS}/cam1/image/compressed"
+
+
+def test_publisher_with_incompatible_qos_is_reported(ros):
+    """The node subscribes reliable; a best-effort camera never matches: say so."""
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    quiet = PublisherEventCallbacks(incompatible_qos=lambda event: None)
+    pub = ros.tester.create_publisher(Image, f"{NS}/cam2/image", best_effort, event_callbacks=quiet)
+    try:
+        cam = ros.camera("cam2")
+        wait_until(lambda: cam.incompatible_qos >= 1, 10, "an incompatible-QoS event")
+        pub.publish(rgb_image(ros.picture, new_stamp()))
+        status, values = diagnostics_for(
+            ros.diagnostics, NODE, "cam2", lambda s, v: "no frame" in s.message, timeout=15
+        )
+        assert status.level == DiagnosticStatus.WARN
+        assert "input_reliability:=best_effort" in status.message
+        assert values["publishers on input"] == "1" and values["frames received"] == "0"
+    finally:
+        ros.tester.destroy_publisher(pub)
+
+
+def test_deactivate_and_activate_again(ros):
+    node = ros.node
+    topic = f"{NS}/cam0/image_raw"
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    wait_until(lambda: ros.tester.count_subscribers(topic) == 0, 10, "the subscription to go")
+    assert all(c.pipeline is None for c in node._cameras)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    wait_until(lambda: ros.pub_raw.get_subscription_count() >= 1, 10, "the subscription again")
+    stamp = new_stamp()
+    ros.pub_raw.publish(rgb_image(ros.picture, stamp))
+    ros.out["cam0", "label_image"].with_stamp(stamp)
+
+
+# ---------------------------------------------------------------------- cross-process
+def test_node_process_end_to_end_and_sigint(photo, tmp_path):
+    picture = np.ascontiguousarray(photo[100:300, 150:450])  # 200 x 300
+    env = dict(os.environ, ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
+    ns = "/xproc"
+    cmd = [
+        sys.executable, "-m", "sfs_ros.ros.node", "--ros-args", "-r", f"__ns:={ns}",
+        "--params-file", str(ROOT / "config" / "sfs.yaml"),
+        "-p", "random_weights:=true", "-p", "device:=cpu", "-p", "imgsz:=320",
+        "-p", "max_det:=4", "-p", "vocabulary:=[cup, table, floor]",
+        "-p", "image_topics:=[camera/image_raw]", "-p", "labeling_mode:=dense",
+    ]
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "w") as fout, open(err, "w") as ferr:
+        proc = subprocess.Popen(cmd, env=env, stdout=fout, stderr=ferr, cwd=tmp_path)
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("xproc_tester", context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    def alive():
+        if proc.poll() is not None:
+            raise AssertionError(f"node exited with {proc.returncode}:\n{err.read_text()[-3000:]}")
+        return True
+
+    try:
+        # default input QoS (best_effort, sensor data) with the loopback profile
+        pub = node.create_publisher(Image, f"{ns}/camera/image_raw",
+                                    QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        labels = Inbox(node, Image, f"{ns}/sfs_node/label_image")
+        instances = Inbox(node, InstanceArray, f"{ns}/sfs_node/instances")
+        info = Inbox(node, LabelInfo, f"{ns}/sfs_node/label_info", LATCHED)
+        wait_until(lambda: alive() and pub.get_subscription_count() >= 1, 90, "the node to subscribe")
+        wait_until(lambda: alive() and node.count_publishers(labels.topic) >= 1, 10, "label publisher")
+        sent = []
+        deadline = time.monotonic() + 60
+        while not labels.messages and time.monotonic() < deadline:  # best effort: send until heard
+            alive()
+            stamp = new_stamp()
+            sent.append((stamp.sec, stamp.nanosec))
+            pub.publish(rgb_image(picture, stamp))
+            time.sleep(0.5)
+        assert labels.messages, f"no label image from the node process:\n{err.read_text()[-3000:]}"
+        label = labels.messages[0]
+        assert (label.header.stamp.sec, label.header.stamp.nanosec) in sent
+        assert (label.encoding, label.height, label.width) == ("mono16", 200, 300)
+        assert label.header.frame_id == "cam_optical"
+        instances.with_stamp(label.header.stamp, timeout=10)
+        first = info.wait_for(lambda m: True, 10)
+        assert [c.name for c in first.classes] == ["cup", "table", "floor"]
+
+        # runtime vocabulary change through the parameter service (what `ros2 param set` does)
+        from rcl_interfaces.srv import SetParameters
+
+        client = node.create_client(SetParameters, f"{ns}/sfs_node/set_parameters")
+        assert client.wait_for_service(timeout_sec=10)
+        for value, ok in ((["road", "car, truck"], True), ([], False)):
+            request = SetParameters.Request(
+                parameters=[Parameter("vocabulary", Parameter.Type.STRING_ARRAY, value).to_parameter_msg()])
+            future = client.call_async(request)
+            wait_until(future.done, 10, "the set_parameters answer")
+            assert future.result().results[0].successful is ok, future.result().results[0].reason
+        info.wait_for(lambda m: [c.name for c in m.classes] == ["road", "car"], 30, "with the new classes")
+    finally:
+        alive_before_signal = proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+        elapsed = time.monotonic() - t0
+        executor.shutdown(timeout_sec=2)
+        node.destroy_node()
+        context.try_shutdown()
+        spinner.join(2)
+    stderr = err.read_text()
+    assert alive_before_signal
+    assert code == 0, f"exit code {code}:\n{stderr[-3000:]}"
+    assert elapsed < 3.0, f"SIGINT took {elapsed:.1f} s"
+    assert "Traceback" not in stderr and "Traceback" not in out.read_text(), stderr[-3000:]
+    assert "shutting down" in stderr and "RANDOM weights" in stderr
+
+
+def test_node_process_without_autostart_and_with_missing_weights(tmp_path):
+    """--no-autostart leaves the node unconfigured (SIGTERM ends it with 0); a checkpoint that is
+    not there makes autostart fail with a plain message and exit code 1, without a traceback."""
+    env = dict(os.environ, ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
+    base = [sys.executable, "-m", "sfs_ros.ros.node"]
+    idle_err, failed_err = tmp_path / "idle.txt", tmp_path / "failed.txt"
+    with open(idle_err, "w") as f1, open(failed_err, "w") as f2:
+        idle = subprocess.Popen(base + ["--no-autostart", "--ros-args", "-r", "__ns:=/idle"],
+                                env=env, stdout=f1, stderr=subprocess.STDOUT)
+        failed = subprocess.Popen(
+            base + ["--ros-args", "-r", "__ns:=/failed", "-p", "device:=cpu",
+                    "-p", "model:=/nonexistent/FastSAM-s.pt"],
+            env=env, stdout=f2, stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("idle_tester", context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        diagnostics = Inbox(node, DiagnosticArray, "/diagnostics")
+        status, values = diagnostics_for(diagnostics, "/idle/sfs_node", "node", timeout=60)
+        assert values["state"] == "unconfigured" and status.level == DiagnosticStatus.OK
+        t0 = time.monotonic()
+        idle.send_signal(signal.SIGTERM)
+        assert idle.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 3.0
+        assert failed.wait(timeout=60) == 1
+    finally:
+        for proc in (idle, failed):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        executor.shutdown(timeout_sec=2)
+        node.destroy_node()
+        context.try_shutdown()
+        spinner.join(2)
+    idle_log, failed_log = idle_err.read_text(), failed_err.read_text()
+    assert "autostart off" in idle_log and "Traceback" not in idle_log, idle_log
+    assert "configure failed" in failed_log and "/nonexistent/FastSAM-s.pt" in failed_log, failed_log
+    assert "random_weights:=true" in failed_log and "Traceback" not in failed_log, failed_log
