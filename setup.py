@@ -20,6 +20,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sfs = sfs_ros.cli:main",
+            "sfs_eval = sfs_ros.eval.cli:main",
             "sfs_node = sfs_ros.ros.node:main",
         ],
     },

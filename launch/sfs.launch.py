@@ -26,6 +26,8 @@ PARAMETER_ARGUMENTS = {
     "device": "auto, cpu or cuda:N.",
     "model": "FastSAM checkpoint name (FastSAM-s, FastSAM-x) or path.",
     "clip_model": "open_clip model name (ViT-B-32, ...).",
+    "labeling_mode": "crop, dense, hybrid (CLIP) or semantic-vote, semantic-hybrid (SegFormer vote).",
+    "semantic_checkpoint": "semantic-*: Hugging Face SegFormer id or local folder.",
     "random_weights": "true: run untrained models (demo/tests without checkpoints).",
 }
 #: Launch-only arguments: name -> (default, description).

@@ -17,14 +17,16 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
 from sfs_ros.core.frame import Frame, Result, SfsError
 from sfs_ros.core.labeler import DEFAULT_TEMPLATES, LABELING_MODES, LabelerConfig
-from sfs_ros.core.segmenter import SegmenterConfig
+from sfs_ros.core.pipeline import load_models
+from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
+from sfs_ros.core.semantic import SEMANTIC_MODES, SemanticConfig, fixed_vocabulary
 from sfs_ros.core.vocabulary import PRESETS, Vocabulary, load_vocabulary
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -34,11 +36,11 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 # ---------------------------------------------------------------------------- shared options
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Model and vocabulary options shared by `sfs` and `sfs_eval`."""
-    seg, lab = SegmenterConfig(), LabelerConfig()
+    seg, lab, sem = SegmenterConfig(), LabelerConfig(), SemanticConfig()
     g = parser.add_argument_group("models")
-    g.add_argument("--vocab", nargs="+", default=["coco"], metavar="CLASS",
+    g.add_argument("--vocab", nargs="+", default=None, metavar="CLASS",
                    help=f"a preset ({', '.join(PRESETS)}), a .txt/.tsv file, or class names "
-                        "(synonyms as 'name, synonym')")
+                        "(synonyms as 'name, synonym'); default coco (semantic-*: the checkpoint's)")
     g.add_argument("--device", default=seg.device, help="auto, cpu or cuda:N")
     g.add_argument("--model", default=seg.model, help="FastSAM-s, FastSAM-x or a YOLOv8-seg checkpoint path")
     g.add_argument("--clip-model", default=lab.clip_model, help="open_clip model name")
@@ -53,11 +55,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--half", action="store_true", help="fp16 on CUDA")
     g.add_argument("--threshold", type=float, default=lab.threshold, help="below this a mask stays unlabeled")
     g.add_argument("--topk", type=int, default=lab.topk)
-    g.add_argument("--labeling", choices=LABELING_MODES, default=lab.mode,
-                   help="crop: SSA-style mask crops (accurate); dense: one CLIP pass per frame "
-                        "(fast, flat in masks); hybrid: dense, crops for unsure masks")
+    g.add_argument("--labeling", choices=LABELING_MODES + SEMANTIC_MODES, default=lab.mode,
+                   help="crop: SSA-style CLIP mask crops (accurate); dense: one CLIP pass per frame "
+                        "(fast, flat in masks); hybrid: dense, crops for unsure masks; "
+                        "semantic-vote: a closed-set model votes inside each mask (SSA rule, the "
+                        "checkpoint's classes); semantic-hybrid: weak votes fall back to CLIP")
     g.add_argument("--prune-topk", type=int, default=lab.prune_topk,
                    help="score masks only against the frame's top-k classes (0 = off)")
+    g.add_argument("--semantic-checkpoint", default=sem.checkpoint,
+                   help="semantic-*: Hugging Face semantic-segmentation id or local folder")
+    g.add_argument("--min-vote-share", type=float, default=sem.min_vote_share,
+                   help="semantic-hybrid: masks whose winning class holds less go to CLIP")
+    g.add_argument("--extra-classes", nargs="+", default=[], metavar="CLASS",
+                   help="semantic-hybrid: open-vocabulary classes added after the checkpoint's")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--random-weights", action="store_true",
                    help="build the same architectures untrained (outputs are meaningless and marked)")
@@ -74,10 +84,34 @@ def model_configs(args: argparse.Namespace) -> tuple[SegmenterConfig, LabelerCon
     lab = LabelerConfig(
         clip_model=args.clip_model, pretrained=args.clip_pretrained, templates=tuple(args.templates),
         threshold=args.threshold, topk=args.topk, device=args.device, half=args.half,
-        mode=args.labeling, prune_topk=args.prune_topk,
+        mode=args.labeling if args.labeling in LABELING_MODES else "crop", prune_topk=args.prune_topk,
         random_weights=args.random_weights,
     )
     return seg, lab
+
+
+def load_from_args(args: argparse.Namespace) -> tuple[Segmenter, Any]:
+    """Segmenter and labeler (CLIP or semantic, per --labeling) from the command-line options."""
+    seg_cfg, lab_cfg = model_configs(args)
+    semantic = None
+    if args.labeling in SEMANTIC_MODES:
+        semantic = SemanticConfig(
+            checkpoint=args.semantic_checkpoint, device=args.device, half=args.half,
+            min_vote_share=args.min_vote_share, topk=args.topk, random_weights=args.random_weights,
+        )
+    return load_models(seg_cfg, lab_cfg, args.allow_random_weights, semantic,
+                       hybrid=args.labeling == "semantic-hybrid")
+
+
+def labeler_vocabulary(labeler: Any, args: argparse.Namespace) -> Vocabulary:
+    """The checkpoint's classes for semantic labelers (+ --extra-classes), else --vocab."""
+    fixed = fixed_vocabulary(labeler, args.extra_classes)
+    if fixed is not None:
+        if args.vocab:
+            raise SfsError(f"--labeling {args.labeling} names the checkpoint's classes: drop --vocab "
+                           "(semantic-hybrid takes open-vocabulary additions as --extra-classes)")
+        return fixed
+    return vocabulary_from_args(args.vocab or ["coco"])
 
 
 def vocabulary_from_args(values: list[str]) -> Vocabulary:
@@ -212,15 +246,16 @@ class ResultWriter:
 def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sfs_ros.core.pipeline import Pipeline, load_models
+    from sfs_ros.core.pipeline import Pipeline
 
-    seg_cfg, lab_cfg = model_configs(args)
-    vocabulary = vocabulary_from_args(args.vocab)
     source = Path(args.input)
     if not source.exists():
         raise SfsError(f"input {source} does not exist")
+    if args.labeling not in SEMANTIC_MODES:
+        vocabulary_from_args(args.vocab or ["coco"])  # a bad vocabulary fails before models load
     frames = read_frames(source)
-    segmenter, labeler = load_models(seg_cfg, lab_cfg, fallback_to_random=args.allow_random_weights)
+    segmenter, labeler = load_from_args(args)
+    vocabulary = labeler_vocabulary(labeler, args)
     t0 = time.monotonic()
     labeler.set_vocabulary(vocabulary)
     text_s = time.monotonic() - t0
@@ -255,6 +290,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "classes": len(vocabulary),
         "device": str(segmenter.device),
         "segmenter": {**asdict(segmenter.config), "checkpoint": str(segmenter.checkpoint)},
+        "labeling": args.labeling,
         "labeler": asdict(labeler.config),
     }
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -33,7 +33,8 @@ from std_msgs.msg import Header
 
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert
-from sfs_ros.ros.node import SfsNode, camera_name, output_namespaces
+from sfs_ros.ros.naming import camera_name, output_namespaces
+from sfs_ros.ros.node import SfsNode
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "/sfs_test"
@@ -528,3 +529,47 @@ def test_node_process_without_autostart_and_with_missing_weights(tmp_path):
     assert "autostart off" in idle_log and "Traceback" not in idle_log, idle_log
     assert "configure failed" in failed_log and "/nonexistent/FastSAM-s.pt" in failed_log, failed_log
     assert "random_weights:=true" in failed_log and "Traceback" not in failed_log, failed_log
+
+
+
+def test_semantic_vote_mode_over_dds(photo):
+    """labeling_mode semantic-vote: a real (random) SegFormer-B0 votes inside the masks; its label
+    set (Cityscapes) is the LabelInfo, the semantic map fills what masks leave, and vocabulary
+    changes are refused with a reason."""
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    overrides = dict(MODEL_PARAMS, input_reliability="reliable", image_topics=["sem/image"],
+                     labeling_mode="semantic-vote",
+                     semantic_checkpoint="nvidia/segformer-b0-finetuned-cityscapes-512-1024")
+    node = SfsNode(node_name="sfs_semantic", namespace=NS, context=context,
+                   parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    tester = rclpy.create_node("sfs_semantic_tester", namespace=NS, context=context)
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor.add_node(node)
+    executor.add_node(tester)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        pub = tester.create_publisher(Image, f"{NS}/sem/image", RELIABLE)
+        labels = Inbox(tester, Image, f"{NS}/sfs_semantic/label_image")
+        info = Inbox(tester, LabelInfo, f"{NS}/sfs_semantic/label_info", LATCHED)
+        wait_until(lambda: pub.get_subscription_count() >= 1, 10, "the node subscribed")
+        wait_until(lambda: tester.count_publishers(labels.topic) >= 1, 10, "a label publisher")
+        names = [c.name for c in info.wait_for(lambda m: True, 20).classes]
+        assert len(names) == 19 and names[:2] == ["road", "sidewalk"]
+        picture = np.ascontiguousarray(photo[:120, :160])
+        stamp = new_stamp()
+        pub.publish(rgb_image(picture, stamp))
+        msg = labels.with_stamp(stamp)
+        values = np.frombuffer(msg.data, np.uint16).reshape(msg.height, msg.width)
+        assert values.max() < 19  # every pixel named: masks by vote, the rest by the semantic map
+        [result] = node.set_parameters([Parameter("vocabulary", value=["cup", "table"])])
+        assert not result.successful and "checkpoint" in result.reason
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        tester.destroy_node()
+        context.try_shutdown()
+        thread.join(2.0)

@@ -63,8 +63,12 @@ def test_defaults_agree_with_the_core():
     assert (d["clip_model"], d["clip_pretrained"], d["score_threshold"], d["topk"]) == (
         lab.clip_model, lab.pretrained, lab.threshold, lab.topk)
     from sfs_ros.core.labeler import LABELING_MODES
+    from sfs_ros.core.semantic import SEMANTIC_MODES, SemanticConfig
 
-    assert d["labeling_mode"] == lab.mode and params.BY_NAME["labeling_mode"].choices == LABELING_MODES
+    assert d["labeling_mode"] == lab.mode
+    assert params.BY_NAME["labeling_mode"].choices == LABELING_MODES + SEMANTIC_MODES
+    sem = SemanticConfig()
+    assert (d["semantic_checkpoint"], d["min_vote_share"]) == (sem.checkpoint, sem.min_vote_share)
 
 
 def test_descriptors_carry_description_read_only_and_ranges():

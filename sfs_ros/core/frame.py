@@ -90,12 +90,15 @@ class Labels:
 
     class_ids is UNLABELED_CLASS where the best score stayed below the threshold; topk_ids and
     topk_scores list the best classes first (winner included) whatever the threshold said.
+    `background`, when a labeler sets it (the semantic-vote mode), is the class of every pixel
+    before masks are painted: pixels no labeled mask covers keep it instead of UNLABELED.
     """
 
     class_ids: np.ndarray  # (N,) int32
     scores: np.ndarray  # (N,) float32
     topk_ids: np.ndarray  # (N, K) int32
     topk_scores: np.ndarray  # (N, K) float32
+    background: np.ndarray | None = None  # (H, W) uint16 class map, or None
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])

@@ -33,8 +33,9 @@ def paint_order(areas: np.ndarray) -> np.ndarray:
 def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     """Return (label_image, instance_image), both (H, W) uint16.
 
-    label_image holds the class id of the last-painted *labeled* mask, UNLABELED elsewhere: an
-    unlabeled mask must not erase what a labeled mask beneath it said. instance_image holds
+    label_image holds the class id of the last-painted *labeled* mask, UNLABELED elsewhere (or
+    `labels.background` where that is set): an unlabeled mask must not erase what a labeled
+    mask (or the background class map) beneath it said. instance_image holds
     i + 1 for the last-painted mask i, labeled or not, 0 where no mask covers.
     """
     stack, class_ids = masks.masks, np.asarray(labels.class_ids)
@@ -51,7 +52,14 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         raise FusionError(f"class ids must be {UNLABELED_CLASS} or 0..{UNLABELED - 1}, "
                           f"got {class_ids[bad][0]}")
-    label_image = np.full((height, width), UNLABELED, np.uint16)
+    if labels.background is None:
+        label_image = np.full((height, width), UNLABELED, np.uint16)
+    else:
+        if np.shape(labels.background) != (height, width):
+            raise FusionError(
+                f"background {np.shape(labels.background)} does not match masks {(height, width)}"
+            )
+        label_image = np.asarray(labels.background).astype(np.uint16, copy=True)
     instance_image = np.zeros((height, width), np.uint16)
     for i in paint_order(masks.areas):
         instance_image[stack[i]] = i + 1

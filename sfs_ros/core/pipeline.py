@@ -13,8 +13,8 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Deque, Generic, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Deque, Generic, TypeVar
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from sfs_ros.core import fusion
 from sfs_ros.core.frame import Frame, Masks, Result, check_rgb_image
 from sfs_ros.core.labeler import Labeler, LabelerConfig, LabelingCancelled, TextBank
 from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
-from sfs_ros.core.vocabulary import Vocabulary
+from sfs_ros.core.semantic import HybridLabeler, SemanticConfig, SemanticVoteLabeler
 
 log = logging.getLogger("sfs_ros.pipeline")
 T = TypeVar("T")
@@ -300,20 +300,30 @@ def load_models(
     segmenter_config: SegmenterConfig,
     labeler_config: LabelerConfig,
     fallback_to_random: bool = False,
-) -> tuple[Segmenter, Labeler]:
-    """Build both models; with `fallback_to_random`, a missing checkpoint says so and the same
-    architecture is built with random weights instead (the Result then says random_weights)."""
-    from dataclasses import replace
+    semantic_config: SemanticConfig | None = None,
+    hybrid: bool = False,
+) -> tuple[Segmenter, Any]:
+    """Build the segmenter and the labeler; with `fallback_to_random`, a missing checkpoint says
+    so and the same architecture is built with random weights (the Result then says so).
 
+    The labeler is CLIP (`labeler_config`, modes crop/dense/hybrid) unless `semantic_config` is
+    given: then the semantic-vote labeler, or with `hybrid` the semantic vote backed by CLIP.
+    """
     from sfs_ros.core.weights import WeightsMissingError
 
-    models = []
-    for cls, cfg in ((Segmenter, segmenter_config), (Labeler, labeler_config)):
+    def build(cls, cfg):
         try:
-            models.append(cls(cfg))
+            return cls(cfg)
         except WeightsMissingError as exc:
             if not fallback_to_random:
                 raise
             log.warning("%s\n-> continuing with RANDOM weights: every output is marked as such", exc)
-            models.append(cls(replace(cfg, random_weights=True)))
-    return models[0], models[1]
+            return cls(replace(cfg, random_weights=True))
+
+    segmenter = build(Segmenter, segmenter_config)
+    if semantic_config is None:
+        return segmenter, build(Labeler, labeler_config)
+    semantic = build(SemanticVoteLabeler, semantic_config)
+    if not hybrid:
+        return segmenter, semantic
+    return segmenter, HybridLabeler(semantic, build(Labeler, labeler_config))

@@ -18,7 +18,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -48,6 +48,8 @@ class Sample:
     gt: np.ndarray | None = None  # (H, W) uint16, images.GT_IGNORE where it does not count
     gt_topic: str | None = None
     bad: BadFrame | None = None
+    msgtype: str = ""
+    raw: bytes | None = None  # the serialized image message, when asked for (live replay)
 
 
 @dataclass
@@ -113,7 +115,11 @@ class BagInput:
             msgtype, count = self.topics.get(conn.topic, (conn.msgtype, 0))
             self.topics[conn.topic] = (msgtype, count + conn.msgcount)
         self.hints = _custom_data(self._reader)
-        self.image_topics, self.gt_for = self._resolve(list(image_topics), list(gt_topics))
+        try:
+            self.image_topics, self.gt_for = self._resolve(list(image_topics), list(gt_topics))
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ topics
     def _resolve(self, image_topics: list[str], gt_topics: list[str]) -> tuple[list[str], dict[str, str | None]]:
@@ -167,33 +173,22 @@ class BagInput:
         return -(-total // self.shard[1])
 
     # ------------------------------------------------------------------ reading
-    def samples(self) -> Iterator[Sample]:
-        """Frames of this shard in bag order, each paired with its ground truth when present."""
+    def samples(self, keep_raw: bool = False) -> Iterator[Sample]:
+        """Frames of this shard in bag order, each paired with its ground truth when present.
+
+        `keep_raw` also keeps each image message's CDR bytes (to publish them unchanged).
+        """
         store, (mine, count) = typestore(), self.shard
         image_of = {gt: img for img, gt in self.gt_for.items() if gt}
         wanted = set(self.image_topics) | set(image_of)
-        connections = [c for c in self._reader.connections if c.topic in wanted]
+        pairs = _Pairing(self.max_pending, self.stats)
         index: collections.Counter = collections.Counter()
-        waiting: collections.OrderedDict[tuple[str, Stamp], list[Sample]] = collections.OrderedDict()
-        labels: collections.OrderedDict[tuple[str, Stamp], list[tuple[np.ndarray | None, BadFrame | None, str]]] = (
-            collections.OrderedDict()
-        )
-        stream = self._reader.messages(connections=connections)
-        while True:
-            try:
-                conn, log_time, raw = next(stream)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - any reader failure means a damaged bag
-                read = sum(self.stats.messages.values())
-                raise BagError(
-                    f"bag {self.path} is truncated or corrupt (failed after {read} messages): {_why(exc)}"
-                ) from exc
+        for conn, log_time, raw in self._messages([c for c in self._reader.connections if c.topic in wanted]):
             self.stats.messages[conn.topic] += 1
             msg, bad = _deserialize(store, raw, conn.msgtype)
             stamp = _stamp(msg) if msg is not None else Stamp.from_ns(log_time)
-            if conn.topic in self.gt_for:
-                sample = Sample(conn.topic, index[conn.topic], log_time, stamp, bad=bad)
+            if conn.topic in self.gt_for:  # a camera image
+                sample = Sample(conn.topic, index[conn.topic], log_time, stamp, bad=bad, msgtype=conn.msgtype)
                 index[conn.topic] += 1
                 if shard_of(conn.topic, stamp, count) != mine:
                     continue
@@ -201,46 +196,35 @@ class BagInput:
                 if msg is not None:
                     sample.frame_id = str(msg.header.frame_id)
                     sample.image, sample.bad = _decode(images.to_rgb, msg, conn.msgtype)
-                gt_topic = self.gt_for[conn.topic]
-                if gt_topic is None or bad is not None:
-                    yield sample
-                    continue
-                sample.gt_topic = gt_topic
-                key = (conn.topic, stamp)
-                if key in labels:
-                    yield _attach(sample, labels, key)
-                    continue
-                waiting.setdefault(key, []).append(sample)
-                if sum(len(v) for v in waiting.values()) > self.max_pending:
-                    yield from self._release(waiting.popitem(last=False)[1])
-            else:  # a ground-truth message
-                image_topic = image_of[conn.topic]
-                if shard_of(image_topic, stamp, count) != mine:
+                if keep_raw:
+                    sample.raw = bytes(raw)
+                sample.gt_topic = self.gt_for[conn.topic] if bad is None else None
+                yield from pairs.image(sample)
+            else:  # a ground-truth label image
+                if shard_of(image_of[conn.topic], stamp, count) != mine:
                     continue
                 self.stats.gt_in_shard += 1
-                key = (image_topic, stamp)
-                if msg is None:
-                    entry = (None, bad, conn.topic)
-                else:
-                    ids, label_bad = _decode(images.to_labels, msg, conn.msgtype, self.gt_ignore)
-                    entry = (ids, label_bad, conn.topic)
-                labels.setdefault(key, []).append(entry)
-                if key in waiting:
-                    yield _attach(_pop(waiting, key), labels, key)
-                elif len(labels) > self.max_pending:
-                    labels.popitem(last=False)
-                    self.stats.gt_without_image += 1
-        for pending in waiting.values():
-            yield from self._release(pending)
-        self.stats.gt_without_image += sum(len(v) for v in labels.values())
+                ids = None
+                if msg is not None:
+                    ids, bad = _decode(images.to_labels, msg, conn.msgtype, self.gt_ignore)
+                yield from pairs.label((image_of[conn.topic], stamp), (ids, bad))
+        yield from pairs.flush()
         self._check_complete()
 
-    def _release(self, pending: list[Sample]) -> Iterator[Sample]:
-        """Images whose label never came: they are evaluated for speed but not scored."""
-        for sample in pending:
-            self.stats.images_without_gt += 1
-            sample.gt_topic = None
-            yield sample
+    def _messages(self, connections: list[Any]) -> Iterator[tuple[Any, int, bytes]]:
+        """The reader's messages; any failure inside the reader becomes one BagError."""
+        stream = self._reader.messages(connections=connections)
+        while True:
+            try:
+                item = next(stream)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - any reader failure means a damaged bag
+                read = sum(self.stats.messages.values())
+                raise BagError(
+                    f"bag {self.path} is truncated or corrupt (failed after {read} messages): {_why(exc)}"
+                ) from exc
+            yield item
 
     def _check_complete(self) -> None:
         """The bag's own index says how many messages each topic has; fewer read = damage."""
@@ -294,20 +278,70 @@ def _decode(function: Any, *args: Any) -> tuple[np.ndarray | None, BadFrame | No
         return None, bad
 
 
+Label = tuple[Optional[np.ndarray], Optional[BadFrame]]
+
+
+class _Pairing:
+    """Matches images and labels by (image topic, header stamp), whichever arrives first.
+
+    Unmatched items wait in bounded buffers (`max_pending` each): an image whose label never
+    comes is released unscored, a label whose image never comes is counted, so memory stays
+    bounded on long recordings and nothing disappears uncounted.
+    """
+
+    def __init__(self, max_pending: int, stats: ReadStats) -> None:
+        self.max_pending, self.stats = max_pending, stats
+        self.images: collections.OrderedDict[tuple[str, Stamp], list[Sample]] = collections.OrderedDict()
+        self.labels: collections.OrderedDict[tuple[str, Stamp], list[Label]] = collections.OrderedDict()
+
+    def image(self, sample: Sample) -> list[Sample]:
+        if sample.gt_topic is None:  # no label topic, or no stamp to pair by
+            return [sample]
+        key = (sample.topic, sample.stamp)
+        if key in self.labels:
+            return [self._attach(sample, _pop(self.labels, key))]
+        self.images.setdefault(key, []).append(sample)
+        if sum(len(v) for v in self.images.values()) > self.max_pending:
+            return self._unscored(self.images.popitem(last=False)[1])
+        return []
+
+    def label(self, key: tuple[str, Stamp], label: Label) -> list[Sample]:
+        if key in self.images:
+            return [self._attach(_pop(self.images, key), label)]
+        self.labels.setdefault(key, []).append(label)
+        if len(self.labels) > self.max_pending:
+            self.stats.gt_without_image += len(self.labels.popitem(last=False)[1])
+        return []
+
+    def flush(self) -> list[Sample]:
+        ready = [s for pending in self.images.values() for s in self._unscored(pending)]
+        self.stats.gt_without_image += sum(len(v) for v in self.labels.values())
+        self.images.clear()
+        self.labels.clear()
+        return ready
+
+    def _unscored(self, pending: list[Sample]) -> list[Sample]:
+        """Images whose label never came: evaluated for speed, not scored, and counted."""
+        self.stats.images_without_gt += len(pending)
+        for sample in pending:
+            sample.gt_topic = None
+        return pending
+
+    @staticmethod
+    def _attach(sample: Sample, label: Label) -> Sample:
+        ids, bad = label
+        if bad is not None and sample.bad is None:
+            sample.bad = BadFrame(f"bad ground truth ({bad.reason})", bad.detail)
+        sample.gt = ids
+        return sample
+
+
 def _pop(queue: collections.OrderedDict, key: Any) -> Any:
     items = queue[key]
     item = items.pop(0)
     if not items:
         del queue[key]
     return item
-
-
-def _attach(sample: Sample, labels: collections.OrderedDict, key: Any) -> Sample:
-    ids, bad, _topic = _pop(labels, key)
-    if bad is not None and sample.bad is None:
-        sample.bad = BadFrame(f"bad ground truth ({bad.reason})", bad.detail)
-    sample.gt = ids
-    return sample
 
 
 # ====================================================================== writing
@@ -332,13 +366,17 @@ class BagOutput:
 
     def write(self, topic: str, log_time: int, msg: Any, latched: bool = False) -> None:
         """Serialise `msg` onto `topic` (connection created on first use) at bag time `log_time`."""
+        self.write_raw(topic, msg.__msgtype__, log_time, serialize(msg), latched)
+
+    def write_raw(self, topic: str, msgtype: str, log_time: int, data: bytes, latched: bool = False) -> None:
+        """Write CDR bytes as they came (e.g. from a raw subscription)."""
         conn = self._connections.get(topic)
         if conn is None:
             conn = self._writer.add_connection(
-                topic, msg.__msgtype__, typestore=typestore(), offered_qos_profiles=[_qos(latched)]
+                topic, msgtype, typestore=typestore(), offered_qos_profiles=[_qos(latched)]
             )
             self._connections[topic] = conn
-        self._writer.write(conn, int(log_time), serialize(msg))
+        self._writer.write(conn, int(log_time), data)
         self.counts[topic] += 1
 
     def close(self) -> None:

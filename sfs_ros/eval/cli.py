@@ -5,6 +5,7 @@
     sfs_eval run drive_bag --image-topic /front/image_raw --vocab coco --out out/drive --no-bag
     sfs_eval run bags/ade20k_val --shard 0/4 --out out/ade/0   (... 1/4, 2/4, 3/4)
     sfs_eval merge out/ade/0 out/ade/1 out/ade/2 out/ade/3 --out out/ade
+    sfs_eval run drive_bag --mode live --node /sfs_node --rate 5 --vocab coco --out out/live
 
 Exit codes: 0 done (skipped frames, if any, are counted in the report and on stderr);
 2 bad input or settings, with a one-line message; 130 interrupted.
@@ -19,13 +20,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sfs_ros.cli import add_model_arguments, model_configs, vocabulary_from_args
+from sfs_ros.cli import add_model_arguments, load_from_args, vocabulary_from_args
+from sfs_ros.core.semantic import fixed_vocabulary
 from sfs_ros.core.frame import SfsError
 from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
 from sfs_ros.eval import bags, datasets, report as reports
 from sfs_ros.eval.bags import BagInput, parse_shard
 from sfs_ros.eval.errors import EvalError, GroundTruthError
-from sfs_ros.eval.runner import OUTPUT_BAG, RunOptions, evaluate
+from sfs_ros.eval.runner import OUTPUT_BAG, RunOptions, check_vocabulary, evaluate
 
 log = logging.getLogger("sfs_ros.eval")
 
@@ -33,10 +35,7 @@ log = logging.getLogger("sfs_ros.eval")
 # ---------------------------------------------------------------------------- helpers
 def build_models(args: argparse.Namespace) -> tuple[Any, Any]:
     """Segmenter and Labeler from the command-line options (tests replace this function)."""
-    from sfs_ros.core.pipeline import load_models
-
-    seg_cfg, lab_cfg = model_configs(args)
-    return load_models(seg_cfg, lab_cfg, fallback_to_random=args.allow_random_weights)
+    return load_from_args(args)
 
 
 def resolve_vocabulary(values: list[str] | None, source: BagInput) -> Vocabulary:
@@ -67,26 +66,53 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise EvalError(f"{out / OUTPUT_BAG} exists already: remove it, choose another --out, or pass --no-bag")
     with BagInput(args.bag, args.image_topic or (), args.gt_topic or (), args.gt_ignore, shard) as source:
         vocabulary = resolve_vocabulary(args.vocab, source)
-        segmenter, labeler = build_models(args)  # only after the input proved usable
-        labeler.set_vocabulary(vocabulary)
-        settings = {
-            "device": str(segmenter.device),
-            "segmenter": {**asdict(segmenter.config), "checkpoint": str(segmenter.checkpoint)},
-            "labeler": asdict(labeler.config),
-        }
-        options = RunOptions(
-            out_dir=out, write_bag=not args.no_bag, out_prefix=args.out_prefix, storage=args.storage,
-            strict=args.strict, warmup=args.warmup, progress=not args.quiet, max_frames=args.max_frames,
-        )
-        report = evaluate(source, segmenter, labeler, options, settings)
+        check_vocabulary(source, vocabulary)
+        if args.mode == "live":
+            from sfs_ros.eval.live import LiveOptions, run_live
+
+            live = LiveOptions(out_dir=out, node=args.node, rate=args.rate, wait_s=args.wait, tail_s=args.tail,
+                               write_bag=not args.no_bag, progress=not args.quiet, max_frames=args.max_frames)
+            report = run_live(source, vocabulary, live)
+        else:
+            report = _run_direct(args, source, vocabulary, out)
     reports.write(report, out, plots=not args.no_plots)
     print(summary_line(report), f"\nwrote {out}/{reports.JSON_NAME}, {reports.MD_NAME}"
           + ("" if args.no_bag else f", {OUTPUT_BAG}/"))
-    skipped = sum(report["frames"]["skipped"].values())
+    frames = report["frames"]
+    skipped = sum(frames["skipped"].values())
     if skipped:
-        print(f"sfs_eval: warning: {skipped} frame(s) skipped: {report['frames']['skipped']} "
+        print(f"sfs_eval: warning: {skipped} frame(s) skipped: {frames['skipped']} "
               "(listed in report.json)", file=sys.stderr)
+    if frames.get("dropped"):
+        print(f"sfs_eval: warning: the node answered {frames['processed']} of {frames['published']} frames "
+              f"({frames['dropped']} dropped)", file=sys.stderr)
     return 0
+
+
+def _run_direct(args: argparse.Namespace, source: BagInput, vocabulary: Vocabulary, out: Path) -> dict:
+    """Direct mode: load the models here (only now that the input proved usable) and run."""
+    segmenter, labeler = build_models(args)
+    fixed = fixed_vocabulary(labeler, args.extra_classes)
+    if fixed is not None:  # semantic-*: the checkpoint's classes must be the ground truth's
+        if source.has_gt and fixed.names != vocabulary.names:
+            raise EvalError(
+                f"--labeling {args.labeling}: the checkpoint's {len(fixed)} classes "
+                f"({fixed.name}) are not the ground truth's {len(vocabulary)} ({vocabulary.name}); "
+                "pick a checkpoint trained on the same label set (extra classes cannot be scored)"
+            )
+        vocabulary = fixed
+    labeler.set_vocabulary(vocabulary)
+    settings = {
+        "device": str(segmenter.device),
+        "segmenter": {**asdict(segmenter.config), "checkpoint": str(segmenter.checkpoint)},
+        "labeling": args.labeling,
+        "labeler": asdict(labeler.config),
+    }
+    options = RunOptions(
+        out_dir=out, write_bag=not args.no_bag, out_prefix=args.out_prefix, storage=args.storage,
+        strict=args.strict, warmup=args.warmup, progress=not args.quiet, max_frames=args.max_frames,
+    )
+    return evaluate(source, segmenter, labeler, options, settings)
 
 
 def summary_line(report: dict) -> str:
@@ -94,7 +120,8 @@ def summary_line(report: dict) -> str:
     scores = (f"mIoU {100 * m['miou']:.2f} %, pixel acc {100 * m['pixel_accuracy']:.2f} %"
               if m and m["miou"] is not None else "no ground truth scored")
     stages = t["stages"]
-    ms = ", ".join(f"{s} {stages[s]['p50_ms']:.0f}" for s in ("segment", "label", "fuse") if stages[s]["n"])
+    ms = ", ".join(f"{s} {stages[s]['p50_ms']:.0f}" for s in ("segment", "label", "fuse", "end_to_end")
+                   if stages[s]["n"])
     marker = "  [random_weights: true - scores are meaningless]" if report["random_weights"] else ""
     return (f"{scores}; {t['frames']} frames, {t['frames_per_s']} frames/s, p50 ms {ms or '-'}"
             f"{marker}")
@@ -146,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "paired by header stamp. Default: the converter's hint, else none")
     run.add_argument("--gt-ignore", type=int, default=None,
                      help="ground-truth value that does not count (default 255 mono8, 65535 mono16)")
+    run.add_argument("--mode", choices=("direct", "live"), default="direct",
+                     help="direct: every frame through the models in this process, no drops; live: "
+                          "publish the bag to a running sfs_node and score what it publishes (the model "
+                          "options are then the node's parameters; --vocab only names the ground truth)")
+    run.add_argument("--node", default="/sfs_node", help="live: full name of the running node")
+    run.add_argument("--rate", type=float, default=None, help="live: publish at this rate (Hz) instead of "
+                                                              "the recorded timing")
+    run.add_argument("--wait", type=float, default=60.0, help="live: seconds to wait for the node")
+    run.add_argument("--tail", type=float, default=10.0, help="live: seconds to wait for the last answers")
     run.add_argument("--shard", default="0/1", help="i/n: evaluate the i-th of n parts of the bag")
     run.add_argument("--out-prefix", default="/sfs_node", help="namespace of the output bag topics")
     run.add_argument("--storage", choices=bags.STORAGES, default="mcap", help="output bag storage")

@@ -22,7 +22,7 @@ from sfs_ros import __version__
 from sfs_ros.eval.errors import MergeError
 from sfs_ros.eval.metrics import CONVENTION, ConfusionMatrix, latency_summary
 
-STAGES = ("read", "segment", "label", "fuse", "compute", "total", "write")
+STAGES = ("read", "segment", "label", "fuse", "compute", "total", "write", "end_to_end")
 STAGE_NOTES = {
     "read": "bag read + image decode (main thread)",
     "segment": "FastSAM",
@@ -31,6 +31,7 @@ STAGE_NOTES = {
     "compute": "segment + label + fuse of one frame (service time)",
     "total": "submit -> result; includes waiting for a busy stage (no-drop mode queues)",
     "write": "scoring + output bag",
+    "end_to_end": "live mode: publish -> label image received (DDS both ways + the node)",
 }
 RANDOM_BANNER = (
     "**random_weights: true** - FastSAM and/or CLIP ran with RANDOM, untrained weights. Every "
@@ -176,7 +177,7 @@ def markdown(report: dict, figures: Sequence[str] = ()) -> str:
             f"| mean class accuracy | {_pct(m['mean_accuracy'])} |",
         ]
     else:
-        lines.append("| scores | none: no frame had ground truth |")
+        lines.append("| scores | none: no frame had a valid ground-truth pixel |")
     lines += [
         f"| random_weights | {str(report['random_weights']).lower()} |",
         f"| frames processed / scored | {fr.get('processed', 0)} / {fr.get('scored', 0)} |",
@@ -195,6 +196,8 @@ def markdown(report: dict, figures: Sequence[str] = ()) -> str:
         lines += [f"- {s['topic']} @ {s['stamp']}: {s['reason']} {s.get('detail', '')}" for s in report["skipped_frames"][:20]]
     lines += ["", "## Latency (ms)", "", "| stage | p50 | p95 | max | mean | n | what |", "|---|---|---|---|---|---|---|"]
     for stage, v in t.get("stages", {}).items():
+        if not v["n"]:
+            continue
         lines.append(f"| {stage} | {v['p50_ms']} | {v['p95_ms']} | {v['max_ms']} | {v['mean_ms']} | {v['n']} | {v['what']} |")
     lines += ["", t.get("note", "")]
     if m:
@@ -238,14 +241,15 @@ def _plots(report: dict, out: Path) -> list[str]:
     data = np.array(report["confusion_matrix"]["data"], np.float64)
     rows = data.sum(axis=1, keepdims=True)
     norm = np.divide(data, rows, out=np.zeros_like(data), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(min(14, 3 + 0.3 * k), min(12, 2.5 + 0.28 * k)))
+    fig, ax = plt.subplots(figsize=(min(14, max(6.5, 3 + 0.3 * k)), min(12, max(5.0, 2.5 + 0.28 * k))))
     image = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     if k <= 40:
         ax.set_xticks(np.arange(k + 1), names + ["unlabeled"], rotation=90, fontsize=7)
         ax.set_yticks(np.arange(k), names, fontsize=7)
     ax.set_xlabel("prediction (last column: unlabeled)")
     ax.set_ylabel("ground truth")
-    ax.set_title(f"confusion matrix, rows normalised{title_tag}", color="red" if title_tag else "black")
+    ax.set_title(f"confusion matrix (rows normalised){title_tag}", color="red" if title_tag else "black",
+                 fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(out / CONFUSION_PLOT, dpi=100)
@@ -268,7 +272,7 @@ def merge(reports: Sequence[dict], allow_partial: bool = False) -> dict:
         raise MergeError(f"reports come from different shard counts: {sorted(counts)}")
     for r in reports[1:]:
         for key in MERGE_KEYS:
-            if r["settings"].get(key) != first["settings"].get(key):
+            if _comparable(r["settings"].get(key)) != _comparable(first["settings"].get(key)):
                 raise MergeError(f"reports differ in setting {key!r}; they are not shards of one run")
         for key in ("fingerprint", "image_topics", "gt_topics"):
             if r["input"].get(key) != first["input"].get(key):
@@ -297,6 +301,17 @@ def merge(reports: Sequence[dict], allow_partial: bool = False) -> dict:
             matrix = part if matrix is None else matrix + part
     walls = [r["timing"]["wall_s"] for r in reports]
     return finish(merged, matrix, float(sum(walls)), float(max(walls)))
+
+
+def _comparable(value: Any) -> Any:
+    """A setting as shards must agree on it: the device may differ between machines, and a
+    checkpoint may sit in another folder (its file name must match)."""
+    if not isinstance(value, dict):
+        return value
+    out = {k: v for k, v in value.items() if k != "device"}
+    if "checkpoint" in out:
+        out["checkpoint"] = Path(str(out["checkpoint"])).name
+    return out
 
 
 def _sum_counts(parts: Sequence[dict]) -> dict:

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from sfs_ros.cli import mark_random
-from sfs_ros.core.frame import Frame, Result
+from sfs_ros.core.frame import Frame, Result, SfsError
 from sfs_ros.core.labeler import Labeler
 from sfs_ros.core.pipeline import Pipeline
 from sfs_ros.core.segmenter import Segmenter
@@ -31,6 +30,7 @@ from sfs_ros.eval import bags, messages, report as reports
 from sfs_ros.eval.bags import BagInput, BagOutput, Sample
 from sfs_ros.eval.errors import EvalError, GroundTruthError
 from sfs_ros.eval.metrics import ConfusionMatrix, check_ground_truth
+from sfs_ros.ros import naming
 
 log = logging.getLogger("sfs_ros.eval")
 OUTPUT_BAG = "bag"
@@ -50,31 +50,15 @@ class RunOptions:
     max_frames: int | None = None
 
 
-#: Last topic names that name the image, not the camera (as sfs_node's topic scheme).
-IMAGE_LEAVES = ("image", "image_raw", "image_color", "image_rect", "image_rect_color", "image_mono",
-                "image_rect_raw")
-
-
-def camera_name(topic: str) -> str:
-    """'/front/image_raw/compressed' -> 'front': the same rule as sfs_node (kept ROS-free here)."""
-    parts = [p for p in topic.strip().split("/") if p]
-    if parts and parts[-1] == "compressed":
-        parts.pop()
-    if len(parts) > 1 and parts[-1] in IMAGE_LEAVES:
-        parts.pop()
-    return "/".join(parts) or "image"
-
-
 def output_namespaces(image_topics: list[str], prefix: str) -> dict[str, str]:
     """Output namespace per input topic, as sfs_node names them under its node name `prefix`:
     `prefix/label_image` for one camera, `prefix/<camera>/label_image` for several."""
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    if len(image_topics) == 1:
-        return {image_topics[0]: prefix}
-    names = [camera_name(t) for t in image_topics]
-    if len(set(names)) != len(names):
-        raise EvalError(f"image topics {image_topics} do not map to distinct camera names {names}")
-    return {t: f"{prefix}/{n}" for t, n in zip(image_topics, names)}
+    try:
+        private = naming.output_namespaces(list(image_topics))
+    except SfsError as exc:
+        raise EvalError(str(exc)) from exc
+    return {t: prefix + ns[1:] for t, ns in zip(image_topics, private)}
 
 
 def check_vocabulary(source: BagInput, vocabulary: Vocabulary) -> None:
@@ -91,10 +75,11 @@ def check_vocabulary(source: BagInput, vocabulary: Vocabulary) -> None:
 class _Run:
     """State of one evaluation; the public entry point is `evaluate`."""
 
-    def __init__(self, source: BagInput, pipeline: Pipeline, vocabulary: Vocabulary,
-                 threshold: float, options: RunOptions, report: dict) -> None:
-        self.source, self.pipeline, self.vocabulary = source, pipeline, vocabulary
+    def __init__(self, source: BagInput, vocabulary: Vocabulary, threshold: float,
+                 options: RunOptions, report: dict) -> None:
+        self.source, self.vocabulary = source, vocabulary
         self.threshold, self.options, self.report = threshold, options, report
+        self.pipeline: Pipeline | None = None  # set by evaluate(); its callbacks are ours
         self.matrix = ConfusionMatrix(len(vocabulary)) if source.has_gt else None
         self.namespaces = output_namespaces(source.image_topics, options.out_prefix)
         self.label_info_topic = ("/" + options.out_prefix.strip("/")).rstrip("/") + "/label_info"
@@ -102,7 +87,6 @@ class _Run:
         self.lock = threading.Lock()
         self.fatal: BaseException | None = None
         self.skips: dict[str, int] = {}
-        self.errors = 0
         self.scored = 0
         self.latched = False
         self.t_first: float | None = None
@@ -113,6 +97,7 @@ class _Run:
     def run(self) -> None:
         from tqdm import tqdm
 
+        assert self.pipeline is not None
         total = self.source.expected_images()
         if self.options.max_frames:
             total = min(total, self.options.max_frames)
@@ -178,7 +163,6 @@ class _Run:
 
     def on_error(self, stage: str, frame: Frame, exc: BaseException) -> None:
         sample, _ = frame.stamp
-        self.errors += 1
         try:
             self._skip(sample, f"{stage} stage failed", f"{type(exc).__name__}: {exc}")
         except EvalError as fatal:
@@ -222,6 +206,16 @@ class _Run:
         self.bag.write(f"{ns}/instances", t, messages.instances(result, hdr))
 
 
+def report_inputs(source: BagInput) -> dict:
+    """What was evaluated; `fingerprint` (message count per topic) lets merge refuse other bags."""
+    return {
+        "bag": str(source.path), "storage": source.storage,
+        "image_topics": source.image_topics, "gt_topics": [source.gt_for[t] for t in source.image_topics],
+        "fingerprint": {t: n for t, (_, n) in sorted(source.topics.items())},
+        "dataset": source.hints.get(bags.HINT_DATASET),
+    }
+
+
 def evaluate(
     source: BagInput,
     segmenter: Segmenter,
@@ -243,18 +237,11 @@ def evaluate(
         gt_ignore=source.gt_ignore, warmup=options.warmup, strict=options.strict,
         max_frames=options.max_frames,
     )
-    inputs = {
-        "bag": str(source.path), "storage": source.storage,
-        "image_topics": source.image_topics, "gt_topics": [source.gt_for[t] for t in source.image_topics],
-        "fingerprint": {t: n for t, (_, n) in sorted(source.topics.items())},
-        "dataset": source.hints.get(bags.HINT_DATASET),
-    }
-    report = reports.new_report(random_weights, "direct", inputs, settings, source.shard)
+    report = reports.new_report(random_weights, "direct", report_inputs(source), settings, source.shard)
     out_dir = Path(options.out_dir)
-    pipeline: Pipeline
-    run = _Run(source, None, vocabulary, labeler.config.threshold, options, report)  # type: ignore[arg-type]
-    pipeline = Pipeline(segmenter, labeler, run.on_result, run.on_error, drop=False, overlay=options.write_bag)
-    run.pipeline = pipeline
+    run = _Run(source, vocabulary, labeler.config.threshold, options, report)
+    run.pipeline = pipeline = Pipeline(segmenter, labeler, run.on_result, run.on_error, drop=False,
+                                       overlay=options.write_bag)
     if options.write_bag:
         out_dir.mkdir(parents=True, exist_ok=True)
         custom = {"sfs_eval.random_weights": str(random_weights).lower(), "sfs_eval.source_bag": str(source.path),
@@ -278,7 +265,19 @@ def evaluate(
         "dropped": stats.dropped,
         "limited_to": options.max_frames,
     }
+    _check_accounting(report["frames"])
     if run.bag is not None:
         report["output_bags"].append({"path": str(run.bag.path), "topics": dict(sorted(run.bag.counts.items()))})
     wall = (run.t_last - run.t_first) if run.t_first is not None and run.t_last is not None else 0.0
     return reports.finish(report, run.matrix, wall)
+
+
+def _check_accounting(frames: dict) -> None:
+    """Every image of the shard was processed or skipped, none dropped: else stop, loudly."""
+    skipped = sum(frames["skipped"].values())
+    done = frames["processed"] + skipped
+    if frames["dropped"] or (frames["limited_to"] is None and done != frames["images_in_shard"]):
+        raise EvalError(
+            f"frame accounting does not add up: {frames['images_in_shard']} images read, "
+            f"{frames['processed']} processed, {skipped} skipped, {frames['dropped']} dropped"
+        )

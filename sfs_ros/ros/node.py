@@ -77,15 +77,11 @@ from sfs_ros.core.frame import SfsError
 from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert, params
+from sfs_ros.ros.naming import camera_name, output_namespaces
 
 if TYPE_CHECKING:  # torch is imported when the node is configured, not when it starts
     from sfs_ros.core.pipeline import Pipeline, PipelineStats
 
-#: Last topic names that name the image, not the camera (dropped from camera names).
-IMAGE_LEAVES = (
-    "image", "image_raw", "image_color", "image_rect", "image_rect_color", "image_mono",
-    "image_rect_raw",
-)
 #: Per-frame outputs of each camera, relative to its output namespace.
 OUTPUTS = ("label_image", "instance_image", "overlay", "instances")
 #: A publisher on an input topic with no frame for this long is reported (QoS mismatch hint).
@@ -94,30 +90,21 @@ DIAGNOSTICS_PERIOD_S = 1.0
 BAD_INPUT_LOG_PERIOD_S = 5.0
 
 
-# ---------------------------------------------------------------------- topic scheme
-def camera_name(topic: str) -> str:
-    """The camera a topic belongs to: '/front/image_raw/compressed' -> 'front'."""
-    parts = [p for p in topic.strip().lstrip("~").split("/") if p]
-    if parts and parts[-1] == "compressed":
-        parts.pop()
-    if len(parts) > 1 and parts[-1] in IMAGE_LEAVES:
-        parts.pop()
-    return "/".join(parts) or "image"
+def _vocabulary_for(labeler: Any, values: dict[str, Any]) -> Vocabulary:
+    """The `vocabulary` parameter, or what a semantic labeler dictates: the checkpoint's classes
+    (semantic-vote), plus a custom list given here as open-vocabulary extras (semantic-hybrid)."""
+    from sfs_ros.core.semantic import fixed_vocabulary
+
+    spec = params.vocabulary_spec(values["vocabulary"])
+    extras = spec if values["labeling_mode"] == "semantic-hybrid" and isinstance(spec, list) else ()
+    fixed = fixed_vocabulary(labeler, extras)
+    return fixed if fixed is not None else load_vocabulary(spec)
 
 
-def output_namespaces(topics: list[str]) -> list[str]:
-    """Where each camera's outputs go: '~' for a single camera, '~/<camera>' for several."""
-    if len(topics) == 1:
-        return ["~"]
-    names = [camera_name(t) for t in topics]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            other = topics[names.index(name)]
-            raise SfsError(
-                f"image topics {other!r} and {topics[i]!r} both map to camera {name!r} "
-                "(outputs ~/<camera>/...): rename or remap one of them"
-            )
-    return [f"~/{n}" for n in names]
+def _set_threshold(labeler: Any, value: float) -> None:
+    """score_threshold: CLIP's probability cut, also for the CLIP fallback of semantic-hybrid
+    (whose own `threshold` is min_vote_share, a read-only parameter)."""
+    getattr(labeler, "clip", labeler).threshold = value
 
 
 def is_compressed(topic: str) -> bool:
@@ -345,6 +332,8 @@ class SfsNode(LifecycleNode):
         if "vocabulary" in new:  # cross check: mono8 holds at most 255 classes
             new.setdefault("label_encoding", self.get_parameter("label_encoding").value)
         reason = params.validate(new)
+        if "vocabulary" in new and self.get_parameter("labeling_mode").value == "semantic-vote":
+            reason = "labeling_mode semantic-vote names masks with the checkpoint's own classes"
         if reason:
             self.get_logger().warning(f"parameter change refused: {reason}")
             return SetParametersResult(successful=False, reason=reason)
@@ -363,14 +352,14 @@ class SfsNode(LifecycleNode):
                     cam.pipeline.overlay_alpha = float(values["overlay_alpha"])
             labeler = self._labeler
             if labeler is not None and "score_threshold" in names:
-                labeler.threshold = float(values["score_threshold"])
+                _set_threshold(labeler, float(values["score_threshold"]))
         if labeler is None:
             return  # unconfigured: on_configure reads the parameters
         if names & {"vocabulary", "prompt_templates"}:
             note = params.vocabulary_note(values["vocabulary"])
             if note:
                 self.get_logger().warning(note)
-            vocabulary = load_vocabulary(params.vocabulary_spec(values["vocabulary"]))
+            vocabulary = _vocabulary_for(labeler, values)
             self.get_logger().info(
                 f"encoding vocabulary {vocabulary.name!r} ({len(vocabulary)} classes) in the "
                 "background; frames keep the current one until it is ready"
@@ -415,6 +404,7 @@ class SfsNode(LifecycleNode):
         from sfs_ros.core.labeler import LabelerConfig
         from sfs_ros.core.pipeline import load_models
         from sfs_ros.core.segmenter import SegmenterConfig
+        from sfs_ros.core.semantic import SEMANTIC_MODES, SemanticConfig
         from sfs_ros.core.weights import WeightsMissingError
 
         log = self.get_logger()
@@ -425,9 +415,11 @@ class SfsNode(LifecycleNode):
                 raise SfsError(reason)
             topics = list(values["image_topics"])
             namespaces = output_namespaces(topics)
-            vocabulary = load_vocabulary(params.vocabulary_spec(values["vocabulary"]))
+            semantic_mode = values["labeling_mode"] in SEMANTIC_MODES
+            if not semantic_mode:  # a bad vocabulary fails before the models load
+                load_vocabulary(params.vocabulary_spec(values["vocabulary"]))
             note = params.vocabulary_note(values["vocabulary"])
-            if note:
+            if note and not semantic_mode:
                 log.warning(note)
             random = bool(values["random_weights"])
             seg_config = SegmenterConfig(
@@ -439,15 +431,23 @@ class SfsNode(LifecycleNode):
             lab_config = LabelerConfig(
                 clip_model=values["clip_model"], pretrained=values["clip_pretrained"],
                 templates=tuple(values["prompt_templates"]), threshold=values["score_threshold"],
-                topk=values["topk"], mode=values["labeling_mode"],
-                device=values["device"], half=values["half"],
+                topk=values["topk"], device=values["device"], half=values["half"],
+                mode=values["labeling_mode"] if not semantic_mode else "crop",
                 random_weights=random,
+            )
+            sem_config = None if not semantic_mode else SemanticConfig(
+                checkpoint=values["semantic_checkpoint"], device=values["device"],
+                half=values["half"], topk=values["topk"], random_weights=random,
+                min_vote_share=values["min_vote_share"],
+                threshold=values["score_threshold"] if values["labeling_mode"] == "semantic-vote" else 0.0,
             )
             t0 = time.monotonic()
             segmenter, labeler = load_models(
-                seg_config, lab_config, fallback_to_random=bool(values["allow_random_fallback"])
+                seg_config, lab_config, bool(values["allow_random_fallback"]), sem_config,
+                hybrid=values["labeling_mode"] == "semantic-hybrid",
             )
             t1 = time.monotonic()
+            vocabulary = _vocabulary_for(labeler, values)
             labeler.set_vocabulary(vocabulary)
             t2 = time.monotonic()
         except WeightsMissingError as exc:
@@ -688,7 +688,7 @@ class SfsNode(LifecycleNode):
                 vocabulary,
                 Header(stamp=self.get_clock().now().to_msg()),
                 encoding=self._encoding,
-                threshold=labeler.threshold,
+                threshold=getattr(labeler, "clip", labeler).threshold,
                 random_weights=self._segmenter.random_weights or labeler.random_weights,
             )
         pub.publish(msg)

@@ -27,6 +27,8 @@ Value = bool | int | float | str | tuple[str, ...]
 #: open_clip prompts; the same two templates as `sfs_ros.core.labeler.DEFAULT_TEMPLATES`
 #: (a test keeps them equal; duplicated so that this table does not import torch).
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a photo of the {} in the scene.")
+#: labeler.LABELING_MODES + semantic.SEMANTIC_MODES (literal here too: no torch import at start-up)
+LABELING_CHOICES = ("crop", "dense", "hybrid", "semantic-vote", "semantic-hybrid")
 #: Vocabulary presets shipped in config/vocabularies (`sfs_ros.core.vocabulary.PRESETS`).
 PRESETS: tuple[str, ...] = ("cityscapes", "ade20k", "ade20k_full", "coco")
 #: Largest class id a mono8 label image can hold (255 marks unlabeled pixels).
@@ -223,21 +225,33 @@ PARAMS: tuple[Param, ...] = (
     Param("vocabulary", ("coco",),
           "Classes to name the masks with: one preset name (cityscapes, ade20k, ade20k_full, coco) "
           "or a .txt/.tsv file, or a list of classes, each 'name' or 'name, synonym, ...'. "
-          "A new value is encoded off the executor and swapped in between frames.",
+          "A new value is encoded off the executor and swapped in between frames. "
+          "semantic-vote: the checkpoint's classes (this is ignored); semantic-hybrid: a list here "
+          "adds open-vocabulary classes after the checkpoint's.",
           read_only=False, check=_check_vocabulary),
     Param("prompt_templates", DEFAULT_TEMPLATES,
           "CLIP prompt templates, each with one '{}' for the class name; the text embedding of a "
           "class averages all templates x synonyms.",
           read_only=False, check=_check_templates),
     Param("score_threshold", 0.1,
-          "Best class probability below which a mask stays unlabeled.",
+          "Below this a mask stays unlabeled: the CLIP class probability (crop, dense, hybrid and "
+          "the CLIP fallback of semantic-hybrid) or the winning vote share (semantic-vote).",
           read_only=False, range=(0.0, 1.0)),
     Param("topk", 3, "Class proposals reported per instance (winner included).", range=(1, 100)),
     Param("labeling_mode", "crop",
           "How CLIP names masks: crop (every mask cropped and encoded; accuracy first, cost grows "
           "with masks), dense (one ClearCLIP pass per frame, mask-average-pooled; cost nearly "
-          "flat), hybrid (dense, then low-margin masks re-scored with crops).",
-          choices=("crop", "dense", "hybrid")),
+          "flat), hybrid (dense, then low-margin masks re-scored with crops), semantic-vote (a "
+          "closed-set SegFormer votes inside each mask, the SSA rule; the checkpoint's classes), "
+          "semantic-hybrid (semantic-vote; masks with a weak vote named by CLIP).",
+          choices=LABELING_CHOICES),
+    Param("semantic_checkpoint", "nvidia/segformer-b0-finetuned-ade-512-512",
+          "semantic-*: Hugging Face semantic-segmentation model id (in the HF cache or "
+          "$SFS_WEIGHTS_DIR/<id>/) or a local folder.",
+          check=_not_empty("semantic_checkpoint")),
+    Param("min_vote_share", 0.5,
+          "semantic-hybrid: masks whose winning class holds less than this share of their pixels "
+          "are named by CLIP instead.", range=(0.0, 1.0)),
     # --- models (read-only)
     Param("model", "FastSAM-s",
           "FastSAM checkpoint: FastSAM-s, FastSAM-x (looked up in $SFS_WEIGHTS_DIR) or a path to "

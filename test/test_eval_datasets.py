@@ -1,0 +1,133 @@
+"""Cityscapes / ADE20K / plain-folder trees -> bag: files found, ids mapped, topics hinted."""
+import cv2
+import numpy as np
+import pytest
+
+from sfs_ros.core.vocabulary import load_vocabulary
+from sfs_ros.eval import bags, cli
+from sfs_ros.eval.bags import BagInput
+from sfs_ros.eval.datasets import ConvertOptions, open_dataset, write_bag
+from sfs_ros.eval.errors import DatasetError, GroundTruthError
+from sfs_ros.eval.images import GT_IGNORE
+from sfs_ros.eval.testing import random_rgb
+
+H, W = 48, 64
+
+
+def save_rgb(path, rgb):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), rgb[:, :, ::-1])
+
+
+def save_ids(path, ids):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), ids)
+
+
+def stripes(values, dtype=np.uint8):
+    """An H x W label image with one vertical stripe per value."""
+    ids = np.zeros((H, W), dtype)
+    for i, v in enumerate(values):
+        ids[:, i * W // len(values):(i + 1) * W // len(values)] = v
+    return ids
+
+
+def cityscapes_tree(root):
+    # gtFine labelIds: 7 road, 26 car, 33 bicycle, 0 unlabeled, 1 ego vehicle, 14 guard rail
+    raw = [stripes([7, 26, 33, 0]), stripes([1, 14, 8, 24])]
+    for n, (city, labels) in enumerate(zip(["aachen", "bremen"], raw)):
+        stem = f"{city}_000000_00001{n}"
+        save_rgb(root / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png", random_rgb(H, W, n))
+        save_ids(root / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png", labels)
+        save_ids(root / "gtFine" / "val" / city / f"{stem}_gtFine_color.png", np.zeros((H, W), np.uint8))
+    return root
+
+
+def ade_tree(root):
+    base = root / "ADEChallengeData2016"
+    for n, values in enumerate([[0, 1, 150, 13], [3, 3, 0, 2]]):
+        image = base / "images" / "validation" / f"ADE_val_0000000{n + 1}.jpg"
+        save_rgb(image, random_rgb(H, W, n))
+        save_ids(base / "annotations" / "validation" / f"ADE_val_0000000{n + 1}.png", stripes(values))
+    return root
+
+
+def read_all(bag):
+    with BagInput(bag) as source:
+        return source, list(source.samples())
+
+
+def test_cityscapes_label_ids_become_train_ids(tmp_path):
+    dataset = open_dataset("cityscapes", cityscapes_tree(tmp_path / "cs"), "val")
+    assert [i.image.name for i in dataset.items] == ["aachen_000000_000010_leftImg8bit.png",
+                                                     "bremen_000000_000011_leftImg8bit.png"]
+    assert write_bag(dataset, tmp_path / "bag") == 2
+    source, samples = read_all(tmp_path / "bag")
+    assert source.image_topics == ["/camera/image"] and source.gt_for == {"/camera/image": "/camera/label_gt"}
+    assert source.hints[bags.HINT_VOCABULARY] == "cityscapes"
+    i = GT_IGNORE
+    # road 0, car 13, bicycle 18, unlabeled -> ignore | ego vehicle, guard rail -> ignore, sidewalk 1, person 11
+    assert [np.unique(s.gt).tolist() for s in samples] == [[0, 13, 18, i], [1, 11, i]]
+    assert samples[0].gt[0].tolist() == stripes([0, 13, 18, i], np.uint16)[0].tolist()
+    assert np.array_equal(samples[1].image, random_rgb(H, W, 1))  # png bytes kept: lossless
+    assert [s.stamp.ns for s in samples] == [1_000_000_000, 1_100_000_000]  # 10 Hz stamps
+    label_ids = load_vocabulary("cityscapes").extra["label_id"]
+    assert label_ids[13] == 26 and label_ids[18] == 33  # the table the mapping came from
+
+
+def test_ade20k_zero_is_ignore_and_ids_shift_down(tmp_path):
+    dataset = open_dataset("ade20k", ade_tree(tmp_path / "ade"), "val")  # val -> validation
+    assert dataset.split == "validation" and len(dataset.items) == 2
+    write_bag(dataset, tmp_path / "bag")
+    source, samples = read_all(tmp_path / "bag")
+    assert source.hints[bags.HINT_VOCABULARY] == "ade20k"
+    assert samples[0].gt[0].tolist() == stripes([GT_IGNORE, 0, 149, 12], np.uint16)[0].tolist()
+    assert samples[1].gt[0].tolist() == stripes([2, 2, GT_IGNORE, 1], np.uint16)[0].tolist()
+    assert np.abs(samples[0].image.astype(int) - random_rgb(H, W, 0)).mean() < 10  # jpeg, RGB order
+
+
+def test_plain_folder_and_raw_images(tmp_path):
+    root = tmp_path / "folder"
+    save_rgb(root / "images" / "a.png", random_rgb(H, W, 5))
+    save_ids(root / "labels" / "a.png", stripes([0, 2, 255, 1]))
+    dataset = open_dataset("folder", root, vocabulary=load_vocabulary(["road", "car", "sky"]))
+    write_bag(dataset, tmp_path / "bag", ConvertOptions(raw=True))
+    source, (sample,) = read_all(tmp_path / "bag")
+    assert source.topics["/camera/image"][0] == "sensor_msgs/msg/Image"
+    assert np.array_equal(sample.image, random_rgb(H, W, 5))
+    assert sample.gt[0].tolist() == stripes([0, 2, GT_IGNORE, 1], np.uint16)[0].tolist()
+    assert source.hints[bags.HINT_VOCABULARY].startswith("[")  # a custom list travels as JSON
+
+
+def test_convert_command_and_its_errors(tmp_path, capsys):
+    root = cityscapes_tree(tmp_path / "cs")
+    assert cli.main(["convert", "cityscapes", str(root), "--out", str(tmp_path / "bag"), "--quiet",
+                     "--storage", "sqlite3"]) == 0
+    assert list((tmp_path / "bag").glob("*.db3"))
+    # the output exists already
+    assert cli.main(["convert", "cityscapes", str(root), "--out", str(tmp_path / "bag"), "--quiet"]) == 2
+    assert "exists already" in capsys.readouterr().err
+    # a missing label is an error, not a smaller dataset
+    next((root / "gtFine").rglob("*_labelIds.png")).unlink()
+    assert cli.main(["convert", "cityscapes", str(root), "--out", str(tmp_path / "b2"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sfs_eval: error: 1 of 2 images have no label") and "\n" not in err
+    assert cli.main(["convert", "ade20k", str(root), "--out", str(tmp_path / "b3"), "--quiet"]) == 2
+    assert "not an ADE20K" in capsys.readouterr().err
+
+
+def test_folder_errors(tmp_path):
+    root = tmp_path / "f"
+    save_rgb(root / "images" / "a.png", random_rgb(H, W, 0))
+    save_ids(root / "labels" / "a.png", stripes([0, 5]))
+    with pytest.raises(DatasetError, match="needs --vocab"):
+        open_dataset("folder", root)
+    dataset = open_dataset("folder", root, vocabulary=load_vocabulary(["a", "b"]))
+    with pytest.raises(GroundTruthError, match="class id 5 but the vocabulary has 2"):
+        write_bag(dataset, tmp_path / "bag")
+    save_rgb(root / "labels" / "a.png", random_rgb(H, W, 0))
+    with pytest.raises(DatasetError, match="3 channels"):
+        write_bag(dataset, tmp_path / "bag2")
+    save_ids(root / "labels" / "a.png", np.zeros((H + 1, W), np.uint8))
+    with pytest.raises(GroundTruthError, match="is 64x49 but image"):
+        write_bag(dataset, tmp_path / "bag3")
