@@ -131,3 +131,24 @@ def test_folder_errors(tmp_path):
     save_ids(root / "labels" / "a.png", np.zeros((H + 1, W), np.uint8))
     with pytest.raises(GroundTruthError, match="is 64x49 but image"):
         write_bag(dataset, tmp_path / "bag3")
+
+
+def test_semantic_vote_mode_end_to_end_on_a_cityscapes_tree(tmp_path):
+    """`sfs_eval convert` + `sfs_eval run --labeling semantic-vote` (real FastSAM and SegFormer
+    architectures, random weights): the checkpoint's Cityscapes classes score against gtFine."""
+    import json
+
+    root = cityscapes_tree(tmp_path / "cs")
+    assert cli.main(["convert", "cityscapes", str(root), "--out", str(tmp_path / "bag"), "--quiet"]) == 0
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "bag"), "--out", str(out), "--quiet", "--warmup", "0", "--no-plots",
+            "--labeling", "semantic-vote", "--random-weights", "--device", "cpu", "--imgsz", "64",
+            "--max-det", "3", "--semantic-checkpoint", "nvidia/segformer-b0-finetuned-cityscapes-512-1024"]
+    assert cli.main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["random_weights"] is True and report["frames"]["processed"] == 2
+    assert report["settings"]["labeling"] == "semantic-vote"
+    assert 0.0 <= report["metrics"]["miou"] <= 1.0 and len(report["metrics"]["per_class"]) == 19
+    # another label set than the ground truth's is refused, not scored
+    args[args.index("nvidia/segformer-b0-finetuned-cityscapes-512-1024")] = "nvidia/segformer-b0-finetuned-ade-512-512"
+    assert cli.main([*args[:3], str(tmp_path / "out2"), *args[4:]]) == 2
