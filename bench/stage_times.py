@@ -15,7 +15,6 @@ import sys
 import time
 
 import cv2
-import numpy as np
 import skimage.data
 import torch
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from sfs_ros.core.frame import Frame, Result, SfsError
+from sfs_ros.core.frame import Frame, Result, SfsError, instance_records
 from sfs_ros.core.labeler import DEFAULT_TEMPLATES, LABELING_MODES, LabelerConfig
 from sfs_ros.core.pipeline import load_models
 from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
@@ -176,23 +176,12 @@ def count_frames(source: Path) -> int | None:
 # ---------------------------------------------------------------------------- outputs
 def instances_json(result: Result) -> dict:
     """Per-instance records of one frame (the InstanceArray message, as JSON)."""
-    names, masks, labels = result.class_names, result.masks, result.labels
-    instances = []
-    for i in range(len(masks)):
-        cid = int(labels.class_ids[i])
-        instances.append({
-            "instance_id": i + 1,
-            "class_id": cid,
-            "class_name": names[cid] if cid >= 0 else "",
-            "score": float(labels.scores[i]),
-            "proposals": [
-                {"class_id": int(c), "class_name": names[int(c)], "score": float(s)}
-                for c, s in zip(labels.topk_ids[i], labels.topk_scores[i])
-            ],
-            "box_xyxy": [int(v) for v in masks.boxes[i]],
-            "area": int(masks.areas[i]),
-            "mask_score": float(masks.scores[i]),
-        })
+    instances = [{
+        "instance_id": r.instance_id, "class_id": r.class_id, "class_name": r.class_name,
+        "score": r.score,
+        "proposals": [{"class_id": c, "class_name": n, "score": sc} for c, n, sc in r.proposals],
+        "box_xyxy": list(r.box), "area": r.area, "mask_score": r.mask_score,
+    } for r in instance_records(result)]
     return {
         "frame": result.frame.frame_id,
         "source": result.frame.source,

@@ -190,6 +190,9 @@ class Harness:
         assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         for pub in (self.pub_raw, self.pub_jpeg):
             wait_until(lambda pub=pub: pub.get_subscription_count() >= 1, 10, f"{pub.topic_name} matched")
+        for cam in ("cam0", "cam1"):  # and the reader side, or the first samples may be dropped
+            wait_until(lambda cam=cam: self.camera(cam).subscription.get_publisher_count() >= 1, 10,
+                       f"{cam} subscription matched")
         for inbox in self.out.values():
             wait_until(lambda inbox=inbox: self.tester.count_publishers(inbox.topic) >= 1, 10,
                        f"a publisher on {inbox.topic}")
@@ -393,6 +396,10 @@ def test_deactivate_and_activate_again(ros):
     assert all(c.pipeline is None for c in node._cameras)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     wait_until(lambda: ros.pub_raw.get_subscription_count() >= 1, 10, "the subscription again")
+    # discovery is matched on each side separately: a sample sent before the new reader knows
+    # the writer is dropped, so wait for both directions
+    wait_until(lambda: ros.camera("cam0").subscription.get_publisher_count() >= 1, 10,
+               "the new subscription to see the publisher")
     stamp = new_stamp()
     ros.pub_raw.publish(rgb_image(ros.picture, stamp))
     ros.out["cam0", "label_image"].with_stamp(stamp)

@@ -133,3 +133,43 @@ class Result:
     vocabulary_name: str
     random_weights: bool
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+
+@dataclass
+class InstanceRecord:
+    """One mask of a Result as every output describes it (message, bag, JSON)."""
+
+    instance_id: int  # 1-based: the mask's value in the instance image
+    class_id: int  # UNLABELED_CLASS when unlabeled
+    class_name: str  # "" when unlabeled
+    score: float  # 0 when unlabeled
+    proposals: list[tuple[int, str, float]]  # (class id, name, score), best first
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+    area: int
+    mask_score: float
+
+    def mask_crop(self, masks: Masks) -> np.ndarray:
+        """The mask inside its box as mono8 (255 inside, 0 outside)."""
+        x0, y0, x1, y1 = self.box
+        return masks.masks[self.instance_id - 1, y0:y1, x0:x1].astype(np.uint8) * np.uint8(255)
+
+
+def instance_records(result: Result) -> list[InstanceRecord]:
+    """Per-instance view of a Result, so the node, the evaluator and the CLI describe each mask
+    the same way."""
+    masks, labels, names = result.masks, result.labels, result.class_names
+    records = []
+    for i in range(len(masks)):
+        class_id = int(labels.class_ids[i])
+        labeled = class_id != UNLABELED_CLASS
+        records.append(InstanceRecord(
+            instance_id=i + 1,
+            class_id=class_id,
+            class_name=names[class_id] if labeled else "",
+            score=float(labels.scores[i]) if labeled else 0.0,
+            proposals=[(int(c), names[int(c)], float(s)) for c, s in zip(labels.topk_ids[i], labels.topk_scores[i])],
+            box=tuple(int(v) for v in masks.boxes[i]),
+            area=int(masks.areas[i]),
+            mask_score=float(masks.scores[i]),
+        ))
+    return records

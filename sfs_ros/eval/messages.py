@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sfs_ros.core.frame import UNLABELED, UNLABELED_CLASS, Result
+from sfs_ros.core.frame import UNLABELED, Result, instance_records
 from sfs_ros.eval.errors import EvalError
 
 MSG_NAMES = ("ClassScore", "Instance", "InstanceArray", "LabelClass", "LabelInfo")
@@ -109,29 +109,16 @@ def compressed_image(hdr: Any, fmt: str, data: bytes) -> Any:
 
 def instances(result: Result, hdr: Any) -> Any:
     """InstanceArray of a Result: one Instance per mask, mask cropped to its box (mono8)."""
-    masks, labels, names = result.masks, result.labels, result.class_names
+    score, roi = _t("sfs_ros/msg/ClassScore"), _t("sensor_msgs/msg/RegionOfInterest")
     items = []
-    for i in range(len(masks)):
-        x0, y0, x1, y1 = (int(v) for v in masks.boxes[i])
-        class_id = int(labels.class_ids[i])
-        labeled = class_id != UNLABELED_CLASS
-        proposals = [
-            _t("sfs_ros/msg/ClassScore")(class_id=int(c), class_name=names[int(c)], score=float(s))
-            for c, s in zip(labels.topk_ids[i], labels.topk_scores[i])
-        ]
-        crop = np.where(masks.masks[i, y0:y1, x0:x1], np.uint8(255), np.uint8(0))
+    for r in instance_records(result):
+        x0, y0, x1, y1 = r.box
         items.append(_t("sfs_ros/msg/Instance")(
-            instance_id=i + 1,
-            class_id=class_id,
-            class_name=names[class_id] if labeled else "",
-            score=float(labels.scores[i]) if labeled else 0.0,
-            proposals=proposals,
-            box=_t("sensor_msgs/msg/RegionOfInterest")(
-                x_offset=x0, y_offset=y0, height=y1 - y0, width=x1 - x0, do_rectify=False
-            ),
-            area=int(masks.areas[i]),
-            mask_score=float(masks.scores[i]),
-            mask=image(hdr, crop, "mono8"),
+            instance_id=r.instance_id, class_id=r.class_id, class_name=r.class_name, score=r.score,
+            proposals=[score(class_id=c, class_name=n, score=s) for c, n, s in r.proposals],
+            box=roi(x_offset=x0, y_offset=y0, height=y1 - y0, width=x1 - x0, do_rectify=False),
+            area=r.area, mask_score=r.mask_score,
+            mask=image(hdr, r.mask_crop(result.masks), "mono8"),
         ))
     height, width = result.label_image.shape
     return _t(INSTANCES_TYPE)(

@@ -24,7 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 
 from sfs_ros.core import fusion
-from sfs_ros.core.frame import UNLABELED, UNLABELED_CLASS, UNLABELED_MONO8, Frame, Result, SfsError
+from sfs_ros.core.frame import UNLABELED, UNLABELED_MONO8, Frame, Result, SfsError, instance_records
 from sfs_ros.core.vocabulary import Vocabulary
 from sfs_ros.msg import ClassScore, Instance, InstanceArray, LabelClass, LabelInfo
 
@@ -180,36 +180,19 @@ def unlabeled_value(encoding: str) -> int:
 
 def result_to_instances(result: Result, header: Header) -> InstanceArray:
     """One Instance per mask: class, score, top-k proposals, box, area and the mask itself."""
-    masks, labels, names = result.masks, result.labels, result.class_names
-    height, width = result.label_image.shape
     instances = []
-    for i in range(len(masks)):
-        x0, y0, x1, y1 = (int(v) for v in masks.boxes[i])
-        class_id = int(labels.class_ids[i]) if len(labels) else UNLABELED_CLASS
-        labeled = class_id != UNLABELED_CLASS
-        proposals = [
-            ClassScore(class_id=int(k), class_name=names[int(k)], score=float(s))
-            for k, s in zip(labels.topk_ids[i], labels.topk_scores[i])
-        ] if len(labels) else []
-        crop = masks.masks[i, y0:y1, x0:x1].astype(np.uint8) * np.uint8(255)
+    for r in instance_records(result):
+        x0, y0, x1, y1 = r.box
         instances.append(Instance(
-            instance_id=i + 1,  # the value of this mask in the instance image
-            class_id=class_id,
-            class_name=names[class_id] if labeled else "",
-            score=float(labels.scores[i]) if labeled else 0.0,
-            proposals=proposals,
+            instance_id=r.instance_id, class_id=r.class_id, class_name=r.class_name, score=r.score,
+            proposals=[ClassScore(class_id=c, class_name=n, score=s) for c, n, s in r.proposals],
             box=RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0),
-            area=int(masks.areas[i]),
-            mask_score=float(masks.scores[i]),
-            mask=numpy_to_image(crop, "mono8", header),
+            area=r.area, mask_score=r.mask_score,
+            mask=numpy_to_image(r.mask_crop(result.masks), "mono8", header),
         ))
-    return InstanceArray(
-        header=header,
-        height=height,
-        width=width,
-        random_weights=bool(result.random_weights),
-        instances=instances,
-    )
+    height, width = result.label_image.shape
+    return InstanceArray(header=header, height=height, width=width,
+                         random_weights=bool(result.random_weights), instances=instances)
 
 
 def vocabulary_to_label_info(
