@@ -43,14 +43,15 @@ def main() -> None:
     parser.add_argument("--masks", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--vocab", default="coco")
+    parser.add_argument("--modes", nargs="+", default=["crop", "dense"], help="CLIP labeling modes")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1)) if args.device == "cpu" else None
 
     image = cv2.resize(skimage.data.astronaut(), (640, 480))
     rows = []
-    for n in args.masks:
+    for mode, n in [(m, n) for m in args.modes for n in args.masks]:
         seg, lab = load_models(SegmenterConfig(device=args.device, max_det=n, conf=0.0),
-                               LabelerConfig(device=args.device), fallback_to_random=True)
+                               LabelerConfig(device=args.device, mode=mode), fallback_to_random=True)
         t0 = time.perf_counter()
         lab.set_vocabulary(load_vocabulary(args.vocab))
         text_s = time.perf_counter() - t0
@@ -59,6 +60,7 @@ def main() -> None:
         pipe = Pipeline(seg, lab, lambda r: None)
         frame = Frame(image)
         rows.append({
+            "mode": mode,
             "masks": len(masks),
             "segment": timed(lambda: seg.segment(image), args.repeat),
             "label": timed(lambda: lab.label(image, masks), args.repeat),
@@ -72,10 +74,10 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, device {args.device}, "
           f"torch {torch.__version__} threads {torch.get_num_threads()}, python {platform.python_version()}")
     print(f"vocabulary: {args.vocab}; scales {LabelerConfig().scales}; random weights: {rows[0]['random']}\n")
-    print("| masks | segment ms | label ms | label ms/mask | fuse+overlay ms | frame ms (sync) | label share | text encode s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| labeling | masks | segment ms | label ms | label ms/mask | fuse+overlay ms | frame ms (sync) | label share | text encode s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['masks']} | {1e3 * r['segment']:.0f} | {1e3 * r['label']:.0f} | "
+        print(f"| {r['mode']} | {r['masks']} | {1e3 * r['segment']:.0f} | {1e3 * r['label']:.0f} | "
               f"{1e3 * r['label'] / max(r['masks'], 1):.1f} | {1e3 * r['fuse']:.1f} | "
               f"{1e3 * r['process']:.0f} | {r['label'] / r['process']:.0%} | {r['text']:.1f} |")
 

@@ -305,14 +305,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(prog: str, args: argparse.Namespace) -> int:
+    """Run a parsed sub-command: our own errors become one line on stderr and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except SfsError as exc:
-        print(f"sfs: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("sfs", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def masks(segmenter, photo) -> Masks:
 
 
 def subset(masks: Masks, idx) -> Masks:
-    return Masks(masks.masks[idx], masks.boxes[idx], masks.scores[idx], masks.areas[idx])
+    return masks.subset(np.asarray(idx))
 
 
 def test_batch_equals_one_mask_at_a_time(labeler, photo, masks):

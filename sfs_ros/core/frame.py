@@ -74,6 +74,10 @@ class Masks:
     def __len__(self) -> int:
         return int(self.masks.shape[0])
 
+    def subset(self, index: np.ndarray) -> "Masks":
+        """The masks picked by an index array (or boolean mask), in that order."""
+        return Masks(self.masks[index], self.boxes[index], self.scores[index], self.areas[index])
+
     @classmethod
     def empty(cls, height: int, width: int) -> "Masks":
         return cls(

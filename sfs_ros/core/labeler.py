@@ -322,7 +322,7 @@ class Labeler:
                     unsure = torch.nonzero(top2[:, 0] - top2[:, 1] < self.config.hybrid_margin).flatten()
                     if unsure.numel():
                         idx = unsure.cpu().numpy()
-                        subset = Masks(masks.masks[idx], masks.boxes[idx], masks.scores[idx], masks.areas[idx])
+                        subset = masks.subset(idx)
                         probs[unsure] = self._crop_probs(image, subset, text, cancelled)
             top_scores, top_ids = probs.topk(min(self.config.topk, text.shape[0]), dim=-1)
             if candidates is not None:

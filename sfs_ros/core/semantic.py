@@ -476,7 +476,7 @@ class HybridLabeler:
                       topk_scores=out.topk_scores[:, :k].copy())
         if weak.size == 0:
             return out
-        subset = Masks(masks.masks[weak], masks.boxes[weak], masks.scores[weak], masks.areas[weak])
+        subset = masks.subset(weak)
         named = self.clip.label(image, subset, bank, cancelled=cancelled)
         self.fallbacks += int(weak.size)
         out.class_ids[weak] = named.class_ids

@@ -20,9 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sfs_ros.cli import add_model_arguments, load_from_args, vocabulary_from_args
+from sfs_ros.cli import add_model_arguments, load_from_args, run_command, vocabulary_from_args
 from sfs_ros.core.semantic import fixed_vocabulary
-from sfs_ros.core.frame import SfsError
 from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
 from sfs_ros.eval import bags, datasets, report as reports
 from sfs_ros.eval.bags import BagInput, parse_shard
@@ -52,10 +51,6 @@ def resolve_vocabulary(values: list[str] | None, source: BagInput) -> Vocabulary
             "to: pass --vocab (e.g. --vocab cityscapes)"
         )
     return load_vocabulary("coco")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------- commands
@@ -223,16 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except SfsError as exc:
-        print(f"sfs_eval: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sfs_eval: interrupted", file=sys.stderr)
-        return 130
+    return run_command("sfs_eval", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
