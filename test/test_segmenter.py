@@ -91,3 +91,19 @@ def test_bad_config_is_rejected(field, value):
 
     with pytest.raises(SfsError):
         Segmenter(SegmenterConfig(random_weights=True, **{field: value}))
+
+
+def test_torch_thread_count_survives_segmentation(segmenter, photo):
+    """Ultralytics' predictor set-up calls torch.set_num_threads(cores - 1); ours is kept."""
+    import torch
+    from ultralytics.utils import NUM_THREADS
+
+    before = torch.get_num_threads()
+    ours = NUM_THREADS + 1  # anything but what Ultralytics would set
+    torch.set_num_threads(ours)
+    try:
+        segmenter.model.predictor = None  # force Ultralytics' set-up again
+        segmenter.segment(photo)
+        assert torch.get_num_threads() == ours
+    finally:
+        torch.set_num_threads(before)

@@ -9,10 +9,12 @@ OpenCV BGR, so the channel flip happens here, in exactly one place.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -83,6 +85,17 @@ def random_fastsam_checkpoint(model: str, seed: int = 0) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _restore_threads(count: int) -> Iterator[None]:
+    """Keep the process's torch CPU thread count: Ultralytics' predictor sets it to
+    cores - 1 on its first call, which halved the CLIP stage's speed on 2-core machines."""
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+
+
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     """Tight xyxy boxes (x1, y1 exclusive) of non-empty boolean masks (N, H, W)."""
     n, h, w = masks.shape
@@ -126,7 +139,8 @@ class Segmenter:
         h, w = image.shape[:2]
         cfg = self.config
         bgr = np.ascontiguousarray(image[:, :, ::-1])
-        with on_stream(self.stream), torch.inference_mode():
+        threads = torch.get_num_threads()  # Ultralytics' device setup lowers it to cores - 1
+        with on_stream(self.stream), torch.inference_mode(), _restore_threads(threads):
             result = self.model.predict(
                 bgr,
                 device=self.device,
