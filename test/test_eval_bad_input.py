@@ -12,7 +12,7 @@ import pytest
 from sfs_ros.core.vocabulary import load_vocabulary
 from sfs_ros.eval import bags, cli
 from sfs_ros.eval.messages import Stamp
-from sfs_ros.eval.testing import camera_msg, label_msg, random_rgb, write_bag
+from eval_helpers import camera_msg, label_msg, random_rgb, write_bag
 
 H, W = 64, 80
 VOCAB = ["road", "car", "sky"]

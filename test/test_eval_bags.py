@@ -11,7 +11,7 @@ from sfs_ros.eval.bags import BagInput, shard_of
 from sfs_ros.eval.messages import Stamp
 from sfs_ros.eval.runner import output_namespaces
 from sfs_ros.ros.naming import camera_name
-from sfs_ros.eval.testing import camera_msg, label_msg, random_rgb, read_mcap, write_bag
+from eval_helpers import camera_msg, label_msg, random_rgb, read_mcap, write_bag
 
 H, W = 96, 128
 VOCAB = ["road", "car", "sky"]

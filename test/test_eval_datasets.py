@@ -9,7 +9,7 @@ from sfs_ros.eval.bags import BagInput
 from sfs_ros.eval.datasets import ConvertOptions, open_dataset, write_bag
 from sfs_ros.eval.errors import DatasetError, GroundTruthError
 from sfs_ros.eval.images import GT_IGNORE
-from sfs_ros.eval.testing import random_rgb
+from eval_helpers import random_rgb
 
 H, W = 48, 64
 

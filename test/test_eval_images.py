@@ -7,7 +7,7 @@ from sfs_ros.eval import images
 from sfs_ros.eval.errors import BadFrame, EncodingError
 from sfs_ros.eval.images import GT_IGNORE
 from sfs_ros.eval.messages import Stamp, header, image, typestore
-from sfs_ros.eval.testing import camera_msg, compressed_msg, label_msg, random_rgb
+from eval_helpers import camera_msg, compressed_msg, label_msg, random_rgb
 
 STAMP = Stamp(3, 4)
 

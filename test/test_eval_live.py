@@ -11,7 +11,7 @@ import pytest
 
 from sfs_ros.eval import cli
 from sfs_ros.eval.messages import Stamp
-from sfs_ros.eval.testing import camera_msg, label_msg, random_rgb, read_mcap, write_bag
+from eval_helpers import camera_msg, label_msg, random_rgb, read_mcap, write_bag
 
 H, W = 96, 128
 VOCAB = ["road", "car", "sky"]

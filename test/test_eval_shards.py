@@ -6,7 +6,7 @@ import pytest
 
 from sfs_ros.eval import cli
 from sfs_ros.eval.messages import Stamp
-from sfs_ros.eval.testing import camera_msg, label_msg, random_rgb, write_bag
+from eval_helpers import camera_msg, label_msg, random_rgb, write_bag
 
 H, W = 64, 96
 VOCAB = ["road", "car", "sky"]
