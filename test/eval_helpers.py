@@ -14,7 +14,7 @@ import numpy as np
 from sfs_ros.eval import messages
 from sfs_ros.eval.messages import Stamp
 
-#: RGB -> encoding, the inverse of images.COLOR_ENCODINGS
+#: RGB -> encoding (what image_codec.image_to_rgb undoes)
 _ENCODE = {
     "rgb8": lambda rgb: rgb,
     "bgr8": lambda rgb: rgb[:, :, ::-1],

@@ -93,7 +93,7 @@ def test_bag_with_lost_messages_is_an_error_not_a_smaller_score(tmp_path, capsys
 def test_unknown_encoding(tmp_path, capsys, models):
     bag = write_bag(tmp_path / "bag", good_items(1, encoding="yuv422"))
     expect_error(capsys, bag, "--vocab", *VOCAB, "--image-topic", "/cam/image_raw", out=tmp_path / "o",
-                 match="image encoding 'yuv422' is not supported")
+                 match="unsupported encoding 'yuv422'")
 
 
 def test_ground_truth_that_does_not_fit(tmp_path, capsys, models):

@@ -237,7 +237,9 @@ class Labeler:
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 RGB (H, W, 3) -> float (1, 3, H, W) in [0, 1] on the labeler's device."""
-        return torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        # a copy only for views torch cannot wrap (negative strides, read-only bag buffers)
+        pixels = np.require(image, requirements=("C_CONTIGUOUS", "WRITEABLE"))
+        return torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float() / 255.0
 
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         return ((pixels - self.mean) / self.std).to(self.dtype)

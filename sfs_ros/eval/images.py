@@ -1,8 +1,7 @@
 """sensor_msgs Image / CompressedImage (as decoded by rosbags) -> numpy, without ROS.
 
-The core takes RGB only (see `sfs_ros.core.frame`), so every colour order is settled here,
-once. Rows are read through `step`, because drivers pad rows and a reshape that ignores the
-padding shears the picture without any error. Label images keep their integer ids; their
+Camera images go through the node's own decoder (`sfs_ros.ros.image_codec`), so a bag is read
+exactly as the node would read it live. Label images keep their integer ids; their
 "ignore" value becomes `GT_IGNORE` so metrics see one convention whatever the encoding.
 
 Problems are reported in two ways (see `errors`): an encoding we do not read is an
@@ -17,6 +16,8 @@ import cv2
 import numpy as np
 
 from sfs_ros.eval.errors import BadFrame, EncodingError
+from sfs_ros.ros import image_codec
+from sfs_ros.ros.image_codec import STREAM_REASONS, ImageConversionError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -24,14 +25,6 @@ IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 #: Ground-truth value of pixels that do not count (after decoding, whatever the encoding).
 GT_IGNORE = 65535
 
-#: encoding -> (channels, channel order giving RGB)
-COLOR_ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, (0, 0, 0)),
-}
 #: label encodings -> pixel dtype (mono16 byte order comes from is_bigendian)
 LABEL_ENCODINGS: dict[str, np.dtype] = {
     "mono8": np.dtype(np.uint8),
@@ -67,30 +60,25 @@ def pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
     return np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
 
 
+def _decoded(convert, msg: Any) -> np.ndarray:
+    """The node's decoder, with its refusals sorted: a stream that can never decode
+    (unsupported encoding, depth) stops the run; one bad frame is skipped and counted."""
+    try:
+        return np.ascontiguousarray(convert(msg))
+    except ImageConversionError as exc:
+        if exc.reason in STREAM_REASONS:
+            raise EncodingError(str(exc)) from exc
+        raise BadFrame(exc.reason, str(exc)) from exc
+
+
 def image_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/Image in rgb8, bgr8, rgba8, bgra8 or mono8 -> (H, W, 3) uint8 RGB copy."""
-    encoding = str(msg.encoding)
-    if encoding not in COLOR_ENCODINGS:
-        raise EncodingError(
-            f"image encoding {encoding!r} is not supported; use one of {', '.join(COLOR_ENCODINGS)}"
-        )
-    channels, order = COLOR_ENCODINGS[encoding]
-    array = pixels(msg, np.uint8, channels)
-    return np.ascontiguousarray(array[:, :, list(order)])
+    return _decoded(image_codec.image_to_rgb, msg)
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg, png, ... as image_transport writes them) -> RGB.
-
-    image_transport compresses colour images as BGR, and OpenCV decodes to BGR, so one flip
-    gives RGB whatever the "rgb8; jpeg compressed bgr8" prefix says. Depth images
-    (compressedDepth) are not camera images and are refused.
-    """
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower().replace(" ", ""):
-        raise EncodingError(f"compressed format {fmt!r} is a depth image, not a camera image")
-    bgr = _imdecode(msg.data, cv2.IMREAD_COLOR, fmt)
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    """sensor_msgs/CompressedImage (jpeg, png, ... as image_transport writes them) -> RGB."""
+    return _decoded(image_codec.compressed_to_rgb, msg)
 
 
 def to_rgb(msg: Any, msgtype: str) -> np.ndarray:

@@ -24,92 +24,19 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 
 from sfs_ros.core import fusion
-from sfs_ros.core.frame import UNLABELED, UNLABELED_MONO8, Frame, Result, SfsError, instance_records
+from sfs_ros.core.frame import UNLABELED, UNLABELED_MONO8, Frame, Result, instance_records
 from sfs_ros.core.vocabulary import Vocabulary
 from sfs_ros.msg import ClassScore, Instance, InstanceArray, LabelClass, LabelInfo
+from sfs_ros.ros.image_codec import (  # noqa: F401 - part of this module's interface
+    ImageConversionError,
+    compressed_to_rgb,
+    image_to_rgb,
+)
 
-#: Channels of each accepted input encoding.
-CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-#: Larger sides or buffers are refused as corrupt headers rather than allocated.
-MAX_SIDE = 1 << 15
-MAX_BYTES = 1 << 30
 #: Output encodings: numpy dtype and channels.
 OUTPUT_ENCODINGS = {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "rgb8": (np.uint8, 3)}
 
-
-class ImageConversionError(SfsError, ValueError):
-    """A camera message that cannot be turned into an RGB frame; the message says why."""
-
-
 # ---------------------------------------------------------------------- messages -> numpy
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a sensor_msgs/Image; a view of `msg.data` for rgb8 and rgba8."""
-    encoding = msg.encoding
-    if encoding not in CHANNELS:
-        raise ImageConversionError(
-            f"unsupported encoding {encoding!r}: accepted are {', '.join(CHANNELS)}"
-            + (" (depth and other 16-bit or float images are not camera colour images)"
-               if encoding in ("16UC1", "mono16", "32FC1", "16SC1") else "")
-        )
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise ImageConversionError(f"empty image: {width} x {height} pixels")
-    if height > MAX_SIDE or width > MAX_SIDE:
-        raise ImageConversionError(
-            f"absurd size {width} x {height}: sides above {MAX_SIDE} pixels are refused"
-        )
-    channels = CHANNELS[encoding]
-    row = width * channels
-    if step < row:
-        raise ImageConversionError(
-            f"step {step} is smaller than width x channels = {width} x {channels} = {row} bytes"
-        )
-    needed = step * height
-    if needed > MAX_BYTES:
-        raise ImageConversionError(f"absurd size: step x height = {needed} bytes")
-    size = len(msg.data)
-    if size < needed:
-        raise ImageConversionError(
-            f"data holds {size} bytes but step x height = {step} x {height} = {needed}"
-        )
-    buffer = np.frombuffer(msg.data, np.uint8, count=needed)
-    # Rows `step` bytes apart, pixels `channels` bytes apart: padding is skipped, not copied.
-    pixels = np.lib.stride_tricks.as_strided(
-        buffer, shape=(height, width, channels), strides=(step, channels, 1)
-    )
-    if encoding == "rgb8":
-        return pixels
-    if encoding == "rgba8":
-        return pixels[:, :, :3]
-    if encoding == "mono8":
-        return np.repeat(pixels, 3, axis=2)
-    # bgr8 / bgra8: the one case that must copy (a reversed view has negative strides, which
-    # torch.from_numpy refuses).
-    return np.ascontiguousarray(pixels[:, :, 2::-1])
-
-
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a CompressedImage holding a JPEG or PNG file."""
-    import cv2
-
-    fmt = msg.format.lower()
-    if "compresseddepth" in fmt:
-        raise ImageConversionError(f"format {msg.format!r} is a compressed depth image, not colour")
-    size = len(msg.data)
-    if size == 0:
-        raise ImageConversionError(f"empty compressed image (format {msg.format!r})")
-    if size > MAX_BYTES:
-        raise ImageConversionError(f"absurd compressed size: {size} bytes")
-    bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise ImageConversionError(
-            f"could not decode {size} bytes as JPEG or PNG (format {msg.format!r}): corrupt data?"
-        )
-    if bgr.dtype != np.uint8:  # 16-bit PNG
-        bgr = (bgr >> 8).astype(np.uint8)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def to_rgb(msg: Image | CompressedImage) -> np.ndarray:
     """RGB pixels of either camera message type."""
     if isinstance(msg, CompressedImage):

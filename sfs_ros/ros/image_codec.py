@@ -1,0 +1,117 @@
+"""Camera messages -> RGB numpy, for the node and the bag evaluator alike (no ROS imports).
+
+Works on anything shaped like sensor_msgs/Image (height, width, encoding, step, data) or
+sensor_msgs/CompressedImage (format, data): rclpy messages and rosbags' deserialised ones.
+
+* Image in rgb8, bgr8, rgba8, bgra8 or mono8. rgb8 and rgba8 come back as a zero-copy view of
+  the message buffer that honours `step` (row padding is skipped, not copied); bgr8/bgra8
+  (channel reorder) and mono8 (channel expansion) need one copy. Other encodings (16UC1 depth,
+  32FC1, bayer, yuv ...) are refused with the list of accepted ones.
+* CompressedImage holding a JPEG or PNG file (image_transport's "compressed" transport),
+  decoded with OpenCV; compressedDepth is refused.
+
+Every refusal is an ImageConversionError whose `reason` is a short fixed key (for counters)
+and whose message says what exactly was wrong.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sfs_ros.core.frame import SfsError
+
+#: Channels of each accepted input encoding.
+CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+#: Larger sides or buffers are refused as corrupt headers rather than allocated.
+MAX_SIDE = 1 << 15
+MAX_BYTES = 1 << 30
+#: Reasons that concern the stream (every frame will fail the same way), not one frame.
+STREAM_REASONS = ("unsupported encoding", "depth image")
+
+
+class ImageConversionError(SfsError, ValueError):
+    """A camera message that cannot be turned into an RGB frame; the message says why."""
+
+    def __init__(self, message: str, reason: str = "invalid image") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a sensor_msgs/Image; a view of `msg.data` for rgb8 and rgba8."""
+    encoding = str(msg.encoding)
+    if encoding not in CHANNELS:
+        raise ImageConversionError(
+            f"unsupported encoding {encoding!r}: accepted are {', '.join(CHANNELS)}"
+            + (" (depth and other 16-bit or float images are not camera colour images)"
+               if encoding in ("16UC1", "mono16", "32FC1", "16SC1") else ""),
+            reason="unsupported encoding",
+        )
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ImageConversionError(f"empty image: {width} x {height} pixels", reason="empty image")
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise ImageConversionError(
+            f"absurd size {width} x {height}: sides above {MAX_SIDE} pixels are refused",
+            reason="absurd size",
+        )
+    channels = CHANNELS[encoding]
+    row = width * channels
+    if step < row:
+        raise ImageConversionError(
+            f"step {step} is smaller than width x channels = {width} x {channels} = {row} bytes",
+            reason="bad step",
+        )
+    needed = step * height
+    if needed > MAX_BYTES:
+        raise ImageConversionError(f"absurd size: step x height = {needed} bytes", reason="absurd size")
+    data = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
+    data = data.reshape(-1)
+    if data.size < needed:
+        raise ImageConversionError(
+            f"data holds {data.size} bytes but step x height = {step} x {height} = {needed}",
+            reason="short data",
+        )
+    # Rows `step` bytes apart, pixels `channels` bytes apart: padding is skipped, not copied.
+    pixels = np.lib.stride_tricks.as_strided(
+        data[:needed], shape=(height, width, channels), strides=(step, channels, 1)
+    )
+    if encoding == "rgb8":
+        return pixels
+    if encoding == "rgba8":
+        return pixels[:, :, :3]
+    if encoding == "mono8":
+        return np.repeat(pixels, 3, axis=2)
+    # bgr8 / bgra8: the one case that must copy (a reversed view has negative strides, which
+    # torch.from_numpy refuses).
+    return np.ascontiguousarray(pixels[:, :, 2::-1])
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a CompressedImage holding a JPEG or PNG file.
+
+    image_transport compresses colour images as BGR and OpenCV decodes to BGR, so one flip
+    gives RGB whatever the "rgb8; jpeg compressed bgr8" format prefix says.
+    """
+    import cv2
+
+    fmt = str(msg.format)
+    if "compresseddepth" in fmt.lower().replace(" ", ""):
+        raise ImageConversionError(f"format {fmt!r} is a compressed depth image, not colour",
+                                   reason="depth image")
+    data = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
+    data = data.reshape(-1)
+    if data.size == 0:
+        raise ImageConversionError(f"empty compressed image (format {fmt!r})", reason="undecodable image")
+    if data.size > MAX_BYTES:
+        raise ImageConversionError(f"absurd compressed size: {data.size} bytes", reason="absurd size")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ImageConversionError(
+            f"could not decode {data.size} bytes as JPEG or PNG (format {fmt!r}): corrupt data?",
+            reason="undecodable image",
+        )
+    if bgr.dtype != np.uint8:  # 16-bit PNG
+        bgr = (bgr >> 8).astype(np.uint8)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
