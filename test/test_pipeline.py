@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -107,16 +108,23 @@ def test_vocabulary_is_bound_at_submission(segmenter, vocab_labeler, photo):
 
 
 def test_stop_joins_both_threads_quickly_with_frames_in_flight(segmenter, labeler, photo):
+    """stop() cancels labeling between crop batches; small batches here so that the check
+    holds on a loaded 2-core machine too (each batch is one uninterruptible encoder call)."""
     labeler.set_vocabulary(load_vocabulary(["cup", "table"]))
     slow = Wrapped(segmenter, "segment", delay=0.3)
-    p = Pipeline(slow, labeler, lambda r: None, drop=True).start()
-    for f in frames(photo, 3):
-        p.submit(f)
-    time.sleep(1.0)  # segmenting and labeling are both busy now
-    t0 = time.monotonic()
-    assert p.stop(timeout=2.0)
-    assert time.monotonic() - t0 < 2.0
-    assert not [t for t in threading.enumerate() if t.name.startswith("sfs-")]
+    config = labeler.config
+    labeler.config = replace(config, batch_size=2)
+    try:
+        p = Pipeline(slow, labeler, lambda r: None, drop=True).start()
+        for f in frames(photo, 3):
+            p.submit(f)
+        time.sleep(1.0)  # segmenting and labeling are both busy now
+        t0 = time.monotonic()
+        assert p.stop(timeout=2.0)
+        assert time.monotonic() - t0 < 2.0
+        assert not [t for t in threading.enumerate() if t.name.startswith("sfs-")]
+    finally:
+        labeler.config = config
 
 
 def test_process_matches_the_threaded_result(segmenter, vocab_labeler, photo):

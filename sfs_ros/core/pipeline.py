@@ -151,6 +151,10 @@ class Pipeline:
             self._threads.append(thread)
         return self
 
+    @property
+    def running(self) -> bool:
+        return bool(self._threads)
+
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop both threads; True when both joined within `timeout` seconds."""
         self._stop.set()

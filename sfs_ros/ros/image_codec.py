@@ -106,11 +106,22 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise ImageConversionError(f"empty compressed image (format {fmt!r})", reason="undecodable image")
     if data.size > MAX_BYTES:
         raise ImageConversionError(f"absurd compressed size: {data.size} bytes", reason="absurd size")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
+        raise ImageConversionError(
+            f"could not decode {data.size} bytes (format {fmt!r}): {exc.err or exc}",
+            reason="undecodable image",
+        ) from exc
     if bgr is None or bgr.size == 0:
         raise ImageConversionError(
             f"could not decode {data.size} bytes as JPEG or PNG (format {fmt!r}): corrupt data?",
             reason="undecodable image",
+        )
+    if max(bgr.shape[:2]) > MAX_SIDE:
+        raise ImageConversionError(
+            f"absurd size {bgr.shape[1]} x {bgr.shape[0]} after decoding: sides above {MAX_SIDE} "
+            "pixels are refused", reason="absurd size",
         )
     if bgr.dtype != np.uint8:  # 16-bit PNG
         bgr = (bgr >> 8).astype(np.uint8)

@@ -635,15 +635,22 @@ class SfsNode(LifecycleNode):
             return
         try:
             pipeline.submit(convert.to_frame(msg, source=cam.topic, seq=seq))
-        except SfsError as exc:  # ImageConversionError, InvalidImageError
-            with cam.lock:
-                cam.bad_inputs += 1
-                cam.last_bad_reason = str(exc)
-            self.get_logger().warning(
-                f"{cam.where}: ignoring an image: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S
-            )
-        except RuntimeError:
-            pass  # pipeline stopped between the check and the submit (deactivating)
+        except RuntimeError as exc:
+            if pipeline.running:
+                self._bad_input(cam, exc)
+            # else: the pipeline stopped between the check and the submit (deactivating)
+        except Exception as exc:  # noqa: BLE001 - a bad message must never reach the executor
+            self._bad_input(cam, exc)
+
+    def _bad_input(self, cam: _Camera, exc: BaseException) -> None:
+        """Count a refused frame and say why, at most once per period per camera."""
+        reason = str(exc) if isinstance(exc, SfsError) else f"{type(exc).__name__}: {exc}"
+        with cam.lock:
+            cam.bad_inputs += 1
+            cam.last_bad_reason = reason
+        self.get_logger().warning(
+            f"{cam.where}: ignoring an image: {reason}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S
+        )
 
     def _on_result(self, cam: _Camera, result: Any) -> None:
         """Pipeline label thread: publish every output with the input image's header."""
