@@ -1,0 +1,331 @@
+"""Speed ratios of the core pipeline on one 640x480 frame (issue #6), real architectures.
+
+    .venv/bin/python bench/speed.py [--sections 1 2 3 4] [--device cpu] [--repeat 3] [--skip-slow]
+
+Random weights unless weights are on disk (same compute cost). Sections:
+  1. two-thread Pipeline (drop=False, submit N frames, wait_idle) vs sequential process()
+  2. Labeler.label cost at 1/10/50/200 masks, crop vs dense mode
+  3. Labeler.label cost vs vocabulary size (19/150/847 classes), with and without pruning
+  4. FastSAM segment time vs imgsz, FastSAM-s and FastSAM-x
+Prints one markdown block (command, machine, versions, thread count, then a table per
+section). Times are medians of `--repeat` calls after one warm-up call; ratios are taken
+within the same run, so compare those across machines rather than absolute times.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import cv2
+import numpy as np
+import skimage.data
+import torch
+
+from sfs_ros.core.frame import Frame
+from sfs_ros.core.labeler import Labeler, LabelerConfig
+from sfs_ros.core.pipeline import Pipeline
+from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
+from sfs_ros.core.vocabulary import load_vocabulary
+
+SINGLE_TEMPLATE = ("a photo of a {}.",)
+
+
+def timed(fn, repeat: int, warmup: bool = True) -> float:
+    """Median seconds of `repeat` calls, after one warm-up call unless `warmup` is False."""
+    if warmup:
+        fn()
+    samples = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def log(msg: str) -> None:
+    print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.0f}"
+
+
+def segmenter(args, **kw) -> Segmenter:
+    """FastSAM with weights from disk, else the same architecture with random weights."""
+    from sfs_ros.core.weights import WeightsMissingError
+
+    try:
+        return Segmenter(SegmenterConfig(device=args.device, conf=0.0, **kw))
+    except WeightsMissingError:
+        return Segmenter(SegmenterConfig(device=args.device, conf=0.0, random_weights=True, **kw))
+
+
+def labeler(args, **kw) -> Labeler:
+    from sfs_ros.core.weights import WeightsMissingError
+
+    try:
+        return Labeler(LabelerConfig(device=args.device, **kw))
+    except WeightsMissingError:
+        return Labeler(LabelerConfig(device=args.device, random_weights=True, **kw))
+
+
+# ---------------------------------------------------------------------------------- section 1
+def section_pipeline(args, image, out, notes, random_flags) -> None:
+    """Two-thread Pipeline vs sequential process() on the same frames, per torch thread count."""
+    seg = segmenter(args, max_det=args.pipe_masks)
+    lab = labeler(args, mode=args.pipe_mode)
+    lab.set_vocabulary(load_vocabulary(args.vocab))
+    random_flags.append(seg.random_weights or lab.random_weights)
+    frames = [Frame(image.copy(), seq=i) for i in range(args.frames)]
+    rows = {}
+    base_threads = torch.get_num_threads()
+    for threads in args.pipe_threads:
+        torch.set_num_threads(threads)
+        results = []
+        pipe = Pipeline(seg, lab, results.append, drop=False, queue_size=1)
+        seq_stage = {"segment": [], "label": []}
+
+        def sequential() -> None:
+            for f in frames:
+                r = pipe.process(f)
+                seq_stage["segment"].append(r.timings["segment"])
+                seq_stage["label"].append(r.timings["label"])
+
+        def threaded() -> None:
+            for f in frames:
+                pipe.submit(f)
+            assert pipe.wait_idle(600), "pipeline did not drain"
+
+        log(f"section 1: threads={threads}, {args.frames} frames x {args.repeat} repeats")
+        pipe.process(frames[0])  # warm-up of both stages in this thread
+        seq_samples, par_samples = [], []
+        with pipe:
+            threaded()  # warm-up of both worker threads
+            results.clear()
+            # alternate the two so drift in machine load hits both alike
+            for _ in range(max(1, args.repeat)):
+                t0 = time.perf_counter()
+                sequential()
+                seq_samples.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                threaded()
+                par_samples.append(time.perf_counter() - t0)
+            stats = pipe.stats
+        assert stats.errors == 0 and stats.dropped == 0, f"pipeline errors/drops: {stats}"
+        seq_fps = args.frames / statistics.median(seq_samples)
+        par_fps = args.frames / statistics.median(par_samples)
+        rows[threads] = {
+            "seq_fps": seq_fps,
+            "par_fps": par_fps,
+            "seg": statistics.median(seq_stage["segment"]),
+            "lab": statistics.median(seq_stage["label"]),
+            "par_seg": statistics.median(r.timings["segment"] for r in results),
+            "par_lab": statistics.median(r.timings["label"] for r in results),
+            "masks": len(results[-1].masks),
+        }
+    torch.set_num_threads(base_threads)
+
+    out.append(f"### 1. Two-thread Pipeline vs sequential `process()` ({args.pipe_mode} labeling, "
+               f"{args.vocab}, max_det {args.pipe_masks}, {args.frames} frames per run)\n")
+    out.append("| torch threads | masks | segment ms (seq) | label ms (seq) | label/segment | "
+               "segment ms (in pipeline) | label ms (in pipeline) | sequential frames/s | "
+               "Pipeline frames/s | **Pipeline / sequential** |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for t, r in rows.items():
+        out.append(f"| {t} | {r['masks']} | {ms(r['seg'])} | {ms(r['lab'])} | {r['lab'] / r['seg']:.2f} | "
+                   f"{ms(r['par_seg'])} | {ms(r['par_lab'])} | {r['seq_fps']:.3f} | {r['par_fps']:.3f} | "
+                   f"**{r['par_fps'] / r['seq_fps']:.2f}x** |")
+    ts = list(rows)
+    if len(ts) > 1:
+        best_seq = max(rows.values(), key=lambda r: r["seq_fps"])
+        out.append("\nPipeline at each thread count / best sequential frames/s: " + ", ".join(
+            f"{t} thread(s) **{rows[t]['par_fps'] / best_seq['seq_fps']:.2f}x**" for t in ts))
+    out.append("")
+
+
+# ---------------------------------------------------------------------------------- section 2
+def section_masks(args, image, out, notes, random_flags) -> None:
+    """Labeler.label cost vs number of masks, crop vs dense."""
+    vocab = load_vocabulary(args.vocab)
+    masks_by_n = {}
+    for n in args.mask_counts:
+        seg = segmenter(args, max_det=n)
+        random_flags.append(seg.random_weights)
+        masks_by_n[n] = seg.segment(image)
+        del seg
+    rows = {}
+    for mode in ("crop", "dense"):
+        lab = labeler(args, mode=mode)
+        random_flags.append(lab.random_weights)
+        bank = lab.encode_vocabulary(vocab)
+        warm = False
+        for n in args.mask_counts:
+            masks = masks_by_n[n]
+            slow = mode == "crop" and n >= 200
+            if slow and args.skip_slow:
+                rows[(mode, n)] = None
+                continue
+            log(f"section 2: {mode} {len(masks)} masks")
+            if slow:  # ~35 s per call on 2 CPU cores: one call, already warm from smaller counts
+                seconds = timed(lambda: lab.label(image, masks, bank), 1, warmup=not warm)
+            else:
+                seconds = timed(lambda: lab.label(image, masks, bank), args.repeat)
+            warm = True
+            rows[(mode, n)] = (len(masks), seconds, 1 if slow else args.repeat)
+    out.append(f"### 2. `Labeler.label` cost vs number of masks ({args.vocab}, {len(vocab)} classes)\n")
+    out.append("| max_det | masks | crop ms | crop ms/mask | dense ms | dense ms/mask | **crop / dense** |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|")
+    for n in args.mask_counts:
+        c, d = rows.get(("crop", n)), rows.get(("dense", n))
+        count = (c or d)[0]
+        crop = f"{ms(c[1])}" + (" (n=1)" if c[2] == 1 else "") if c else "skipped (--skip-slow)"
+        crop_pm = f"{1e3 * c[1] / max(count, 1):.1f}" if c else "-"
+        ratio = f"**{c[1] / d[1]:.1f}x**" if c and d else "-"
+        out.append(f"| {n} | {count} | {crop} | {crop_pm} | {ms(d[1])} | {1e3 * d[1] / max(count, 1):.1f} | {ratio} |")
+    counts = [n for n in args.mask_counts if rows.get(("dense", n))]
+    if len(counts) > 1:
+        lo, hi = rows[("dense", counts[0])], rows[("dense", counts[-1])]
+        line = f"\ndense {hi[0]} masks / {lo[0]} mask(s): **{hi[1] / lo[1]:.2f}x**"
+        cc = [n for n in counts if rows.get(("crop", n))]
+        if len(cc) > 1:
+            lo, hi = rows[("crop", cc[0])], rows[("crop", cc[-1])]
+            line += f"; crop {hi[0]} masks / {lo[0]} mask(s): **{hi[1] / lo[1]:.1f}x**"
+        out.append(line)
+    out.append("")
+
+
+# ---------------------------------------------------------------------------------- section 3
+def section_vocab(args, image, out, notes, random_flags) -> None:
+    """Dense labeling cost vs vocabulary size, with and without class pruning."""
+    seg = segmenter(args, max_det=args.vocab_masks)
+    masks = seg.segment(image)
+    random_flags.append(seg.random_weights)
+    del seg
+    plain = labeler(args, mode="dense")
+    pruned = labeler(args, mode="dense", prune_topk=args.prune_topk)
+    random_flags.append(plain.random_weights)
+    banks = {}
+    for name in args.vocabs:
+        vocab = load_vocabulary(name)
+        templates = SINGLE_TEMPLATE if name in args.single_template else None
+        t0 = time.perf_counter()
+        before = plain.text_encodings
+        banks[name] = plain.encode_vocabulary(vocab, templates)
+        seconds = time.perf_counter() - t0
+        src = "encoded" if plain.text_encodings > before else "disk cache"
+        tmpl = len(banks[name].templates)
+        notes.append(f"text embeddings {name}: {len(vocab)} classes, {tmpl} template(s), "
+                     f"{seconds:.1f} s ({src})")
+        pruned.encode_vocabulary(vocab, templates)  # same key: memory/disk cache hit
+    rows = {}
+    for name, bank in banks.items():
+        for tag, lab in (("none", plain), (f"top-{args.prune_topk}", pruned)):
+            log(f"section 3: {name} pruning {tag}")
+            lab._recent.clear()  # no memory carried between vocabularies
+            rows[(name, tag)] = timed(lambda: lab.label(image, masks, bank), args.repeat)
+    out.append(f"### 3. Dense `Labeler.label` cost vs vocabulary size ({len(masks)} masks)\n")
+    tags = ["none", f"top-{args.prune_topk}"]
+    out.append("| vocabulary | classes | label ms (no pruning) | label ms (prune top-%d) | pruned / unpruned |"
+               % args.prune_topk)
+    out.append("|---|---:|---:|---:|---:|")
+    for name, bank in banks.items():
+        a, b = rows[(name, tags[0])], rows[(name, tags[1])]
+        out.append(f"| {name} | {len(bank.vocabulary)} | {ms(a)} | {ms(b)} | {b / a:.2f}x |")
+    names = list(banks)
+    if len(names) > 1:
+        lo, hi = names[0], names[-1]
+        parts = [f"{tag}: **{rows[(hi, tag)] / rows[(lo, tag)]:.2f}x**" for tag in tags]
+        out.append(f"\n{hi} ({len(banks[hi].vocabulary)}) / {lo} ({len(banks[lo].vocabulary)}) classes, "
+                   + "; ".join(parts))
+    out.append("")
+
+
+# ---------------------------------------------------------------------------------- section 4
+def section_imgsz(args, image, out, notes, random_flags) -> None:
+    """FastSAM segment() time vs network input size."""
+    rows = []
+    for model in args.models:
+        for size in args.imgsz:
+            seg = segmenter(args, model=model, imgsz=size, max_det=args.seg_masks)
+            random_flags.append(seg.random_weights)
+            log(f"section 4: {model} imgsz {size}")
+            n = len(seg.segment(image))
+            rows.append((model, size, n, timed(lambda: seg.segment(image), args.repeat)))
+    out.append(f"### 4. FastSAM `segment()` time vs imgsz (max_det {args.seg_masks}, conf 0, retina masks)\n")
+    out.append("| model | imgsz | masks | segment ms | vs same model @ %d |" % args.imgsz[0])
+    out.append("|---|---:|---:|---:|---:|")
+    base = {}
+    for model, size, n, s in rows:
+        base.setdefault(model, s)
+        out.append(f"| {model} | {size} | {n} | {ms(s)} | {s / base[model]:.2f}x |")
+    models = list(dict.fromkeys(r[0] for r in rows))
+    if len(models) > 1:
+        by = {(m, sz): s for m, sz, _, s in rows}
+        parts = [f"{sz}: {by[(models[-1], sz)] / by[(models[0], sz)]:.1f}x" for sz in args.imgsz
+                 if (models[0], sz) in by and (models[-1], sz) in by]
+        out.append(f"\n{models[-1]} / {models[0]} at the same imgsz: " + ", ".join(parts))
+    out.append("")
+
+
+SECTIONS = {1: section_pipeline, 2: section_masks, 3: section_vocab, 4: section_imgsz}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4], choices=sorted(SECTIONS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (CPU only)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per measurement (median)")
+    parser.add_argument("--vocab", default="coco", help="vocabulary of sections 1 and 2")
+    parser.add_argument("--skip-slow", action="store_true", help="skip crop labeling of 200 masks (~35 s on CPU)")
+    g = parser.add_argument_group("section 1")
+    g.add_argument("--frames", type=int, default=6, help="frames submitted per run")
+    g.add_argument("--pipe-mode", default="dense", choices=["crop", "dense", "hybrid"])
+    g.add_argument("--pipe-masks", type=int, default=50, help="max_det (random weights fill it)")
+    g.add_argument("--pipe-threads", type=int, nargs="+", default=None,
+                   help="torch thread counts to compare (default: --threads only)")
+    g = parser.add_argument_group("section 2")
+    g.add_argument("--mask-counts", type=int, nargs="+", default=[1, 10, 50, 200])
+    g = parser.add_argument_group("section 3")
+    g.add_argument("--vocabs", nargs="+", default=["cityscapes", "ade20k", "ade20k_full"])
+    g.add_argument("--vocab-masks", type=int, default=20)
+    g.add_argument("--prune-topk", type=int, default=10)
+    g.add_argument("--single-template", nargs="*", default=[],
+                   help="vocabularies encoded with one prompt template (slow text encoding)")
+    g = parser.add_argument_group("section 4")
+    g.add_argument("--models", nargs="+", default=["FastSAM-s", "FastSAM-x"])
+    g.add_argument("--imgsz", type=int, nargs="+", default=[480, 640, 1024])
+    g.add_argument("--seg-masks", type=int, default=50)
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    args.pipe_threads = args.pipe_threads or [torch.get_num_threads()]
+
+    image = np.ascontiguousarray(cv2.resize(skimage.data.astronaut(), (640, 480), interpolation=cv2.INTER_AREA))
+    load0 = os.getloadavg()
+    t_start = time.perf_counter()
+    random_flags: list[bool] = []
+    print("```")
+    print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, device {args.device}; "
+          f"load average {load0[0]:.2f} at start (shared machine)")
+    print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, python {platform.python_version()}")
+    print(f"image: skimage astronaut resized to 640x480; medians of {args.repeat} after 1 warm-up")
+    print("```\n", flush=True)
+    notes: list[str] = []
+    for s in args.sections:  # each section printed as soon as it is done
+        out: list[str] = []
+        SECTIONS[s](args, image, out, notes, random_flags)
+        print("\n".join(out), flush=True)
+    notes.append(f"random weights: {any(random_flags)}; load average {os.getloadavg()[0]:.2f} at end; "
+                 f"wall {time.perf_counter() - t_start:.0f} s")
+    print("Notes:\n" + "\n".join(f"- {n}" for n in notes))
+
+if __name__ == "__main__":
+    main()
