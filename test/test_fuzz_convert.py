@@ -298,3 +298,23 @@ def test_label_image_msg_mono8_and_mono16(labels):
     keep = labels != 65535  # class ids 0..254 survive, unlabeled (65535) becomes 255
     np.testing.assert_array_equal(back[keep], labels[keep])
     assert (back[~keep] == 255).all()
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_declared_size_is_read_before_decoding(fmt):
+    """The header's size is what a file would make the decoder allocate: read it first, and
+    refuse absurd ones before any pixel is decoded (RELIABILITY.md, bug 2)."""
+    from sfs_ros.ros import image_codec
+
+    ok, encoded = cv2.imencode(f".{fmt}", np.zeros((37, 53, 3), np.uint8))
+    assert ok
+    data = np.frombuffer(encoded.tobytes(), np.uint8)
+    assert image_codec.declared_size(data) == (53, 37)
+    assert image_codec.declared_size(np.frombuffer(b"not an image", np.uint8)) is None
+    if fmt == "png":
+        huge = _png_header(20000, 20000)  # 400 MP: under OpenCV's cap, over ours
+        assert image_codec.declared_size(np.frombuffer(huge, np.uint8)) == (20000, 20000)
+        msg = CompressedImage(format="png", data=array.array("B", huge))
+        with pytest.raises(image_codec.ImageConversionError, match="before decoding") as info:
+            image_codec.compressed_to_rgb(msg)
+        assert info.value.reason == "absurd size"

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from sfs_ros.core.frame import UNLABELED, Frame, InvalidImageError
 from sfs_ros.core.pipeline import BoundedQueue, Pipeline
@@ -20,8 +21,10 @@ from sfs_ros.core.vocabulary import load_vocabulary
 class Wrapped:
     """A real model with an optional delay before, or failure on, chosen frames."""
 
-    def __init__(self, inner, method: str, delay: float = 0.0, fail_on: set[int] = frozenset()):
+    def __init__(self, inner, method: str, delay: float = 0.0, fail_on: set[int] = frozenset(),
+                 error: type[Exception] = RuntimeError):
         self.inner, self.method, self.delay, self.fail_on = inner, method, delay, fail_on
+        self.error = error
         self.calls = 0
 
     def __getattr__(self, name):
@@ -32,7 +35,7 @@ class Wrapped:
             self.calls += 1
             time.sleep(self.delay)
             if self.calls - 1 in self.fail_on:
-                raise RuntimeError(f"injected failure on call {self.calls - 1}")
+                raise self.error(f"injected failure on call {self.calls - 1}")
             return getattr(self.inner, name)(*args, **kwargs)
 
         return call
@@ -82,10 +85,11 @@ def test_keep_latest_drops_and_counts_under_a_slow_stage(segmenter, vocab_labele
     assert s.frames_out == len(results) < 8
 
 
-@pytest.mark.parametrize("stage", ["segment", "label"])
-def test_a_failing_frame_does_not_stop_the_next(segmenter, vocab_labeler, photo, stage):
-    seg = Wrapped(segmenter, "segment", fail_on={1}) if stage == "segment" else segmenter
-    lab = Wrapped(vocab_labeler, "label", fail_on={1}) if stage == "label" else vocab_labeler
+@pytest.mark.parametrize("stage,error", [("segment", RuntimeError), ("label", RuntimeError),
+                                         ("segment", torch.cuda.OutOfMemoryError)])
+def test_a_failing_frame_does_not_stop_the_next(segmenter, vocab_labeler, photo, stage, error):
+    seg = Wrapped(segmenter, "segment", fail_on={1}, error=error) if stage == "segment" else segmenter
+    lab = Wrapped(vocab_labeler, "label", fail_on={1}, error=error) if stage == "label" else vocab_labeler
     results, errors = [], []
     with Pipeline(seg, lab, results.append, lambda st, fr, exc: errors.append((st, fr.seq)),
                   drop=False) as p:

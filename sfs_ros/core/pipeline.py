@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Deque, Generic, TypeVar
 
 import numpy as np
+import torch
 
 from sfs_ros.core import fusion
 from sfs_ros.core.frame import Frame, Masks, Result, check_rgb_image
@@ -270,6 +271,9 @@ class Pipeline:
     # ------------------------------------------------------------------ bookkeeping
     def _fail(self, stage: str, work: _Work, exc: BaseException) -> None:
         log.error("%s stage failed on frame %s: %s: %s", stage, work.frame.seq, type(exc).__name__, exc)
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            # the frame is skipped; hand its cached blocks back so the next frame can fit
+            torch.cuda.empty_cache()
         self._finish(error=True)
         if self.on_error is not None:
             try:

@@ -26,6 +26,9 @@ CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 #: Larger sides or buffers are refused as corrupt headers rather than allocated.
 MAX_SIDE = 1 << 15
 MAX_BYTES = 1 << 30
+#: Compressed images may not declare more pixels than this (checked before decoding, so a tiny
+#: file cannot make the decoder allocate gigabytes).
+MAX_PIXELS = 64 << 20
 #: Reasons that concern the stream (every frame will fail the same way), not one frame.
 STREAM_REASONS = ("unsupported encoding", "depth image")
 
@@ -88,6 +91,25 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, 2::-1])
 
 
+def declared_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG header declares, or None if it says nothing we can read."""
+    head = bytes(data[:64])
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    raw, i = data, 2
+    while i + 9 <= raw.size:  # JPEG: walk the marker segments up to the frame header (SOFn)
+        if raw[i] != 0xFF:
+            return None
+        marker = int(raw[i + 1])
+        length = (int(raw[i + 2]) << 8) | int(raw[i + 3])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (int(raw[i + 7]) << 8) | int(raw[i + 8]), (int(raw[i + 5]) << 8) | int(raw[i + 6])
+        i += 2 + length
+    return None
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a CompressedImage holding a JPEG or PNG file.
 
@@ -106,6 +128,13 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise ImageConversionError(f"empty compressed image (format {fmt!r})", reason="undecodable image")
     if data.size > MAX_BYTES:
         raise ImageConversionError(f"absurd compressed size: {data.size} bytes", reason="absurd size")
+    size = declared_size(data)
+    if size is not None and (max(size) > MAX_SIDE or size[0] * size[1] > MAX_PIXELS):
+        raise ImageConversionError(
+            f"absurd size {size[0]} x {size[1]} declared by the {fmt!r} header: sides above "
+            f"{MAX_SIDE} or more than {MAX_PIXELS} pixels are refused before decoding",
+            reason="absurd size",
+        )
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
