@@ -31,6 +31,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from ros_rig import running_node
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert
 from sfs_ros.ros.naming import camera_name, output_namespaces
@@ -543,22 +544,11 @@ def test_semantic_vote_mode_over_dds(photo):
     """labeling_mode semantic-vote: a real (random) SegFormer-B0 votes inside the masks; its label
     set (Cityscapes) is the LabelInfo, the semantic map fills what masks leave, and vocabulary
     changes are refused with a reason."""
-    context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     overrides = dict(MODEL_PARAMS, input_reliability="reliable", image_topics=["sem/image"],
                      labeling_mode="semantic-vote",
                      semantic_checkpoint="nvidia/segformer-b0-finetuned-cityscapes-512-1024")
-    node = SfsNode(node_name="sfs_semantic", namespace=NS, context=context,
-                   parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    tester = rclpy.create_node("sfs_semantic_tester", namespace=NS, context=context)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
-    executor.add_node(node)
-    executor.add_node(tester)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    with running_node(NS, overrides, "sfs_semantic_tester", node_name="sfs_semantic",
+                      threads=3) as (node, tester):
         pub = tester.create_publisher(Image, f"{NS}/sem/image", RELIABLE)
         labels = Inbox(tester, Image, f"{NS}/sfs_semantic/label_image")
         info = Inbox(tester, LabelInfo, f"{NS}/sfs_semantic/label_info", LATCHED)
@@ -574,9 +564,3 @@ def test_semantic_vote_mode_over_dds(photo):
         assert values.max() < 19  # every pixel named: masks by vote, the rest by the semantic map
         [result] = node.set_parameters([Parameter("vocabulary", value=["cup", "table"])])
         assert not result.successful and "checkpoint" in result.reason
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        tester.destroy_node()
-        context.try_shutdown()
-        thread.join(2.0)

@@ -18,18 +18,13 @@ import time
 import numpy as np
 import psutil
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from ros_rig import running_node
 from sfs_ros.ros import convert
-from sfs_ros.ros.node import SfsNode
 
 NS = "/sfs_overload"
 NODE = f"{NS}/sfs_node"
@@ -82,19 +77,7 @@ def rss_mb() -> float:
 
 @pytest.fixture(scope="module")
 def rig(photo):
-    context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    node = SfsNode(namespace=NS, context=context,
-                   parameter_overrides=[Parameter(k, value=v) for k, v in PARAMS.items()])
-    tester = rclpy.create_node("overload_tester", namespace=NS, context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    executor.add_node(node)
-    executor.add_node(tester)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    with running_node(NS, PARAMS, "overload_tester") as (node, tester):
         pub = tester.create_publisher(Image, f"{NS}/cam/image_raw", RELIABLE)
         answers = Answers(tester, f"{NODE}/label_image")
         cam = node._cameras[0]
@@ -104,12 +87,6 @@ def rig(photo):
                    "output matched")
         picture = np.ascontiguousarray(photo[80:320:2, 120:440:2])  # 120 x 160
         yield node, tester, pub, answers, cam, picture
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        tester.destroy_node()
-        context.try_shutdown()
-        spinner.join(2.0)
 
 
 def test_overload_keeps_latest_counts_drops_and_stays_up(rig):
