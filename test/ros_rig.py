@@ -1,8 +1,9 @@
-"""An SfsNode and a test node spinning together in their own rclpy context (test helper)."""
+"""Test helpers: an SfsNode and a test node spinning in their own rclpy context; polling waits."""
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any, Iterator
 
 import rclpy
@@ -12,6 +13,16 @@ from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from sfs_ros.ros.node import SfsNode
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @contextlib.contextmanager

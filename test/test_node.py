@@ -31,7 +31,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ros_rig import running_node
+from ros_rig import running_node, wait_until
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert
 from sfs_ros.ros.naming import camera_name, output_namespaces
@@ -49,16 +49,6 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 FRAME_TIMEOUT = 40.0  # one frame takes ~1.5 s on 2 CPU cores; generous for loaded machines
-
-
-def wait_until(predicate, timeout: float, what: str, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Inbox:

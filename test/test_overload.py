@@ -23,7 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ros_rig import running_node
+from ros_rig import running_node, wait_until
 from sfs_ros.ros import convert
 
 NS = "/sfs_overload"
@@ -39,16 +39,6 @@ FINAL_LATENCY_S = 15.0
 RSS_GROWTH_MB = 300
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def wait_until(predicate, timeout, what, poll=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Answers:
