@@ -25,7 +25,7 @@ import numpy as np
 from sfs_ros.core.frame import Frame, Result, SfsError, instance_records
 from sfs_ros.core.labeler import DEFAULT_TEMPLATES, LABELING_MODES, LabelerConfig
 from sfs_ros.core.pipeline import load_models
-from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
+from sfs_ros.core.segmenter import MASK_RESOLUTIONS, Segmenter, SegmenterConfig
 from sfs_ros.core.semantic import SEMANTIC_MODES, SemanticConfig, fixed_vocabulary
 from sfs_ros.core.vocabulary import PRESETS, Vocabulary, load_vocabulary
 
@@ -52,6 +52,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-det", type=int, default=seg.max_det)
     g.add_argument("--min-area", type=int, default=seg.min_area, help="smallest mask kept, in pixels")
     g.add_argument("--no-retina", action="store_true", help="masks from low-resolution prototypes (faster)")
+    g.add_argument("--mask-resolution", choices=MASK_RESOLUTIONS, default=seg.mask_resolution,
+                   help="full: every mask upsampled to the image; low: masks stay on FastSAM's "
+                        "prototype grid (input / 4), label and instance images upsampled once "
+                        "(faster with many masks or large frames, blockier edges)")
     g.add_argument("--half", action="store_true", help="fp16 on CUDA")
     g.add_argument("--threshold", type=float, default=lab.threshold, help="below this a mask stays unlabeled")
     g.add_argument("--topk", type=int, default=lab.topk)
@@ -78,7 +82,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def model_configs(args: argparse.Namespace) -> tuple[SegmenterConfig, LabelerConfig]:
     seg = SegmenterConfig(
         model=args.model, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-        retina_masks=not args.no_retina, half=args.half, device=args.device,
+        retina_masks=not args.no_retina, mask_resolution=args.mask_resolution, half=args.half,
+        device=args.device,
         min_area=args.min_area, random_weights=args.random_weights,
     )
     lab = LabelerConfig(

@@ -11,6 +11,7 @@ BGR arrays to a model trained on RGB; labels then silently degrade.)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -58,25 +59,184 @@ class Frame:
     seq: int = 0
 
 
-@dataclass
-class Masks:
-    """FastSAM output for one frame, at input resolution.
+@dataclass(frozen=True)
+class MaskGrid:
+    """Where the pixels of low-resolution masks lie in the image.
 
-    boxes are xyxy pixel coordinates recomputed from the masks themselves (inclusive min,
-    exclusive max), so they always agree with the mask even after retina upsampling.
+    Per axis, low-res coordinate = image coordinate * scale + offset (continuous coordinates:
+    pixel i spans [i, i + 1) in both). Upsampling is nearest neighbour at image pixel centres,
+    so every image pixel takes exactly one low-res pixel (`rows`, `cols`), and everything
+    computed from the low-res masks here (areas, boxes, crops, pooling) is exact for the
+    upsampled masks. FastSAM's grid is its prototype grid: the letterboxed network input / 4.
     """
 
-    masks: np.ndarray  # (N, H, W) bool
-    boxes: np.ndarray  # (N, 4) int32 x0, y0, x1, y1
-    scores: np.ndarray  # (N,) float32
-    areas: np.ndarray  # (N,) int64
+    image_shape: tuple[int, int]  # (H, W) of the image
+    shape: tuple[int, int]  # (h, w) of the low-res masks
+    scale: tuple[float, float]  # (sy, sx) low-res pixels per image pixel
+    offset: tuple[float, float]  # (oy, ox) low-res coordinate of image coordinate 0
+
+    @classmethod
+    def letterbox(cls, image_shape: tuple[int, int], net_shape: tuple[int, int],
+                  mask_shape: tuple[int, int]) -> "MaskGrid":
+        """The grid of masks over a letterboxed network input (Ultralytics' LetterBox geometry:
+        uniform gain, each side rounded, padding split with the top/left rounded down)."""
+        (height, width), (net_h, net_w), (h, w) = image_shape, net_shape, mask_shape
+        gain = min(net_h / height, net_w / width)
+        new_h, new_w = max(round(height * gain), 1), max(round(width * gain), 1)
+        pad_y, pad_x = round((net_h - new_h) / 2 - 0.1), round((net_w - new_w) / 2 - 0.1)
+        sy, sx = h / net_h, w / net_w  # network pixels -> mask pixels
+        return cls((int(height), int(width)), (int(h), int(w)),
+                   (new_h / height * sy, new_w / width * sx), (pad_y * sy, pad_x * sx))
+
+    def _index(self, axis: int) -> np.ndarray:
+        n, size = self.image_shape[axis], self.shape[axis]
+        pos = (np.arange(n) + 0.5) * self.scale[axis] + self.offset[axis]
+        return np.clip(np.floor(pos).astype(np.intp), 0, size - 1)
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """(H,) low-res row of each image row."""
+        return self._index(0)
+
+    @cached_property
+    def cols(self) -> np.ndarray:
+        """(W,) low-res column of each image column."""
+        return self._index(1)
+
+    def upsample(self, low: np.ndarray) -> np.ndarray:
+        """(..., h, w) -> (..., H, W), nearest neighbour."""
+        return np.take(np.take(low, self.rows, axis=-2), self.cols, axis=-1)
+
+    def crop(self, low: np.ndarray, box) -> np.ndarray:
+        """The upsampled (h, w) array inside the image-pixel box x0, y0, x1, y1 (exclusive)."""
+        x0, y0, x1, y1 = (int(v) for v in box)
+        return low[self.rows[y0:y1]][:, self.cols[x0:x1]]
+
+    def pooling(self, bins: int, axis: int) -> np.ndarray:
+        """(bins, h or w) float64 matrix P with P @ low = the upsampled masks averaged over
+        `bins` equal image stretches along `axis`, binned like torch's adaptive average pooling
+        (F.interpolate mode="area"). bins=1 without the average gives pixel counts."""
+        n, size = self.image_shape[axis], self.shape[axis]
+        index = self.rows if axis == 0 else self.cols
+        out = np.zeros((bins, size))
+        for b in range(bins):
+            start, end = (b * n) // bins, -((-(b + 1) * n) // bins)
+            out[b] = np.bincount(index[start:end], minlength=size) / (end - start)
+        return out
+
+    @cached_property
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Image rows per low-res row, image columns per low-res column (int64)."""
+        h, w = self.shape
+        return (np.bincount(self.rows, minlength=h).astype(np.int64),
+                np.bincount(self.cols, minlength=w).astype(np.int64))
+
+    def areas(self, low: np.ndarray) -> np.ndarray:
+        """(N,) int64 image-pixel areas of the upsampled (N, h, w) bool masks, exact."""
+        rc, cc = self.counts
+        if len(low) == 0:
+            return np.zeros((0,), np.int64)
+        return (low.astype(np.int64) @ cc) @ rc
+
+    def boxes(self, low: np.ndarray) -> np.ndarray:
+        """(N, 4) int32 tight xyxy image-pixel boxes of the upsampled, non-empty masks."""
+        n = len(low)
+        if n == 0:
+            return np.zeros((0, 4), np.int32)
+        rows = low.any(axis=2)[:, self.rows]  # (N, H): image rows the upsampled mask touches
+        cols = low.any(axis=1)[:, self.cols]
+        height, width = self.image_shape
+        y0, y1 = rows.argmax(axis=1), height - rows[:, ::-1].argmax(axis=1)
+        x0, x1 = cols.argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
+        return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
+
+    def to_low(self, boxes: np.ndarray) -> np.ndarray:
+        """Image-coordinate xyxy boxes (N, 4) -> low-res coordinates (float32)."""
+        sy, sx = self.scale
+        oy, ox = self.offset
+        b = np.asarray(boxes, np.float32)
+        return b * np.float32([sx, sy, sx, sy]) + np.float32([ox, oy, ox, oy])
+
+
+class Masks:
+    """FastSAM output for one frame: per-mask boolean masks over the image, with xyxy boxes
+    (inclusive min, exclusive max, recomputed from the masks themselves), scores and pixel areas.
+
+    Two representations behind one contract. Built with `Masks(masks, boxes, scores, areas)` it
+    holds full-resolution (N, H, W) masks. Built with `Masks.from_low_res(low, grid, ...)` it
+    holds (N, h, w) masks on a `MaskGrid` (FastSAM's prototype grid) and `masks` upsamples them
+    (nearest neighbour) on first access, then keeps the result; boxes and areas are those of
+    the upsampled masks, exactly, without upsampling. Consumers that can work at low resolution
+    read `low_res` and `grid` and never force the full-resolution stack.
+    """
+
+    def __init__(self, masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray, areas: np.ndarray) -> None:
+        self._full: np.ndarray | None = masks  # (N, H, W) bool
+        self._low: np.ndarray | None = None  # (N, h, w) bool
+        self.grid: MaskGrid | None = None
+        self.boxes = boxes  # (N, 4) int32 x0, y0, x1, y1
+        self.scores = scores  # (N,) float32
+        self.areas = areas  # (N,) int64
+
+    @classmethod
+    def from_low_res(cls, low: np.ndarray, grid: MaskGrid, boxes: np.ndarray, scores: np.ndarray,
+                     areas: np.ndarray) -> "Masks":
+        """Masks held at low resolution; boxes and areas in image pixels (see MaskGrid)."""
+        if low.ndim != 3 or low.shape[1:] != grid.shape:
+            raise SfsError(f"low-res masks {low.shape} do not match the grid {grid.shape}")
+        out = cls(None, boxes, scores, areas)  # type: ignore[arg-type]
+        out._low, out.grid = low, grid
+        return out
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(N, H, W) bool; built from the low-res masks on first use when held at low res."""
+        if self._full is None:
+            assert self._low is not None and self.grid is not None
+            self._full = self.grid.upsample(self._low)
+        return self._full
+
+    @property
+    def low_res(self) -> np.ndarray | None:
+        """(N, h, w) bool masks on `grid`, or None when held at full resolution."""
+        return self._low
+
+    @property
+    def materialised(self) -> bool:
+        """Whether the full-resolution stack exists (always, unless held at low resolution)."""
+        return self._full is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the image the masks cover, without materialising them."""
+        if self.grid is not None:
+            return self.grid.image_shape
+        return tuple(self._full.shape[1:])  # type: ignore[union-attr,return-value]
 
     def __len__(self) -> int:
-        return int(self.masks.shape[0])
+        return int((self._full if self._low is None else self._low).shape[0])
+
+    def __repr__(self) -> str:
+        kind = f"low-res {self.grid.shape}" if self.grid is not None else "full-res"
+        return f"Masks({len(self)} masks over {self.image_shape}, {kind})"
 
     def subset(self, index: np.ndarray) -> "Masks":
         """The masks picked by an index array (or boolean mask), in that order."""
-        return Masks(self.masks[index], self.boxes[index], self.scores[index], self.areas[index])
+        if self._low is None:
+            return Masks(self._full[index], self.boxes[index], self.scores[index], self.areas[index])
+        out = Masks.from_low_res(self._low[index], self.grid, self.boxes[index], self.scores[index],
+                                 self.areas[index])
+        if self._full is not None:
+            out._full = self._full[index]
+        return out
+
+    def crop(self, i: int, box=None) -> np.ndarray:
+        """Mask i inside `box` (default: its own box) as (y1 - y0, x1 - x0) bool, upsampling
+        only that window when held at low resolution."""
+        x0, y0, x1, y1 = (int(v) for v in (self.boxes[i] if box is None else box))
+        if self._full is not None:
+            return self._full[i, y0:y1, x0:x1]
+        return self.grid.crop(self._low[i], (x0, y0, x1, y1))  # type: ignore[union-attr]
 
     @classmethod
     def empty(cls, height: int, width: int) -> "Masks":
@@ -154,8 +314,7 @@ class InstanceRecord:
 
     def mask_crop(self, masks: Masks) -> np.ndarray:
         """The mask inside its box as mono8 (255 inside, 0 outside)."""
-        x0, y0, x1, y1 = self.box
-        return masks.masks[self.instance_id - 1, y0:y1, x0:x1].astype(np.uint8) * np.uint8(255)
+        return masks.crop(self.instance_id - 1, self.box).astype(np.uint8) * np.uint8(255)
 
 
 def instance_records(result: Result) -> list[InstanceRecord]:

@@ -37,11 +37,19 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     `labels.background` where that is set): an unlabeled mask must not erase what a labeled
     mask (or the background class map) beneath it said. instance_image holds
     i + 1 for the last-painted mask i, labeled or not, 0 where no mask covers.
+
+    Masks held at low resolution (`Masks.from_low_res`) are painted on their grid and the two
+    images upsampled once (nearest neighbour, letterbox undone): the result equals fusing the
+    upsampled masks, without upsampling any mask. The full-resolution background map is applied
+    after upsampling, so it keeps its own detail where no labeled mask covers.
     """
-    stack, class_ids = masks.masks, np.asarray(labels.class_ids)
+    low = masks.low_res
+    stack = masks.masks if low is None else low
+    class_ids = np.asarray(labels.class_ids)
     if stack.ndim != 3 or stack.dtype != np.bool_:
         raise FusionError(f"masks must be (N, H, W) bool, got {stack.shape} {stack.dtype}")
-    n, height, width = stack.shape
+    n = stack.shape[0]
+    height, width = masks.image_shape
     if class_ids.shape != (n,) or np.shape(masks.areas) != (n,):
         raise FusionError(
             f"{n} masks but {class_ids.shape} class ids and {np.shape(masks.areas)} areas"
@@ -52,19 +60,26 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         raise FusionError(f"class ids must be {UNLABELED_CLASS} or 0..{UNLABELED - 1}, "
                           f"got {class_ids[bad][0]}")
-    if labels.background is None:
-        label_image = np.full((height, width), UNLABELED, np.uint16)
+    background = labels.background
+    if background is not None and np.shape(background) != (height, width):
+        raise FusionError(
+            f"background {np.shape(background)} does not match masks {(height, width)}"
+        )
+    if background is None or low is not None:
+        label_image = np.full(stack.shape[1:], UNLABELED, np.uint16)
     else:
-        if np.shape(labels.background) != (height, width):
-            raise FusionError(
-                f"background {np.shape(labels.background)} does not match masks {(height, width)}"
-            )
-        label_image = np.asarray(labels.background).astype(np.uint16, copy=True)
-    instance_image = np.zeros((height, width), np.uint16)
+        label_image = np.asarray(background).astype(np.uint16, copy=True)
+    instance_image = np.zeros(stack.shape[1:], np.uint16)
     for i in paint_order(masks.areas):
         instance_image[stack[i]] = i + 1
         if class_ids[i] != UNLABELED_CLASS:
             label_image[stack[i]] = class_ids[i]
+    if low is not None:
+        grid = masks.grid
+        label_image, instance_image = grid.upsample(label_image), grid.upsample(instance_image)
+        if background is not None:  # UNLABELED is never a class id: it marks "no labeled mask"
+            unlabeled = label_image == UNLABELED
+            label_image[unlabeled] = np.asarray(background)[unlabeled]
     return label_image, instance_image
 
 

@@ -228,14 +228,28 @@ class Labeler:
         size = self.crop_size
         pixels = roi_align(img, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
         inside = roi_align(torch.ones_like(img[:, :1]), rois, size, 1.0, 2, True)  # within image
-        mask_t = torch.from_numpy(masks.masks).to(self.device)[:, None].float()
-        mask_rois = torch.cat([index, windows], dim=1)
+        mask_t, mask_windows = self._mask_tensor(masks, windows)
+        mask_rois = torch.cat([index, mask_windows], dim=1)
         in_mask = roi_align(mask_t, mask_rois, size, 1.0, 2, True)
         keep = 1.0 - self.config.background_blend
         # pixel weight: 1 inside the mask, `keep` for context, 0 outside the image
         weight = in_mask + (1.0 - in_mask) * keep * inside
         raw = pixels / inside.clamp(min=1e-6)
         return self._normalise(weight * raw + (1.0 - weight) * GREY)
+
+    def _mask_tensor(self, masks: Masks, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 1, h, w) float masks for roi_align and the crop windows in their coordinates:
+        low-res masks stay low-res (windows mapped onto their grid), so crop mode never builds
+        the full-resolution stack."""
+        low = masks.low_res
+        if low is None:
+            return torch.from_numpy(masks.masks).to(self.device)[:, None].float(), windows
+        grid = masks.grid
+        sy, sx = grid.scale
+        oy, ox = grid.offset
+        scale = windows.new_tensor([sx, sy, sx, sy])
+        offset = windows.new_tensor([ox, oy, ox, oy])
+        return torch.from_numpy(low).to(self.device)[:, None].float(), windows * scale + offset
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 RGB (H, W, 3) -> float (1, 3, H, W) in [0, 1] on the labeler's device."""
@@ -277,9 +291,17 @@ class Labeler:
         feats = self.dense(self._resized(image, self._dense_size(*image.shape[:2])))  # (gh, gw, D)
         gh, gw, dim = feats.shape
         pooled = []
+        low = masks.low_res
+        if low is not None:  # area pooling of the upsampled masks, done on the low-res grid
+            rows = torch.from_numpy(masks.grid.pooling(gh, 0)).to(self.device, torch.float32)
+            cols = torch.from_numpy(masks.grid.pooling(gw, 1)).to(self.device, torch.float32).T
         for start in range(0, len(masks), 64):  # bounded memory for many full-size masks
-            m = torch.from_numpy(masks.masks[start : start + 64]).to(self.device)[:, None].float()
-            weights = F.interpolate(m, size=(gh, gw), mode="area").flatten(1)  # patch coverage
+            if low is not None:
+                m = torch.from_numpy(low[start : start + 64]).to(self.device).float()
+                weights = (rows @ m @ cols).flatten(1)  # (n, gh, gw) patch coverage
+            else:
+                m = torch.from_numpy(masks.masks[start : start + 64]).to(self.device)[:, None].float()
+                weights = F.interpolate(m, size=(gh, gw), mode="area").flatten(1)  # patch coverage
             pooled.append(weights @ feats.reshape(-1, dim) / weights.sum(1, keepdim=True).clamp(min=1e-6))
         embeddings = F.normalize(torch.cat(pooled), dim=-1)
         return (self.logit_scale * embeddings @ text.T).softmax(dim=-1)
@@ -310,8 +332,8 @@ class Labeler:
         image = check_rgb_image(image)
         bank = bank or self.bank
         n = len(masks)
-        if masks.masks.shape[1:] != image.shape[:2]:
-            raise SfsError(f"masks {masks.masks.shape[1:]} do not match image {image.shape[:2]}")
+        if masks.image_shape != image.shape[:2]:
+            raise SfsError(f"masks {masks.image_shape} do not match image {image.shape[:2]}")
         if n == 0:
             return Labels.empty(min(self.config.topk, len(bank.vocabulary)))
         mode = self.config.mode

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
-from sfs_ros.core.frame import Masks, SfsError, check_rgb_image
+from sfs_ros.core.frame import MaskGrid, Masks, SfsError, check_rgb_image
 from sfs_ros.core.weights import cache_dir, fastsam_architecture, resolve_fastsam
 
 # Ultralytics must never try the network (downloads, pip installs, telemetry) on a robot.
@@ -29,6 +29,8 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 
 log = logging.getLogger("sfs_ros.segmenter")
+
+MASK_RESOLUTIONS = ("full", "low")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class SegmenterConfig:
     iou: float = 0.9
     max_det: int = 100
     retina_masks: bool = True  # masks from full-resolution prototypes (sharper, slower)
+    # "full": every mask upsampled to the image size by Ultralytics (bilinear on the logits).
+    # "low": masks stay on FastSAM's prototype grid (network input / 4); fusion paints there and
+    # upsamples the label and instance images once (nearest), full-size masks only on demand.
+    # retina_masks only matters for "full".
+    mask_resolution: str = "full"
     half: bool = False  # fp16, CUDA only
     device: str = "auto"
     min_area: int = 100  # masks smaller than this many pixels are dropped
@@ -53,6 +60,9 @@ class SegmenterConfig:
             raise SfsError(f"conf and iou must lie in [0, 1], got conf={self.conf} iou={self.iou}")
         if self.max_det < 1 or self.min_area < 1:
             raise SfsError(f"max_det and min_area must be >= 1, got {self.max_det}, {self.min_area}")
+        if self.mask_resolution not in MASK_RESOLUTIONS:
+            raise SfsError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, "
+                           f"got {self.mask_resolution!r}")
 
 
 def random_fastsam_checkpoint(model: str, seed: int = 0) -> Path:
@@ -110,6 +120,45 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
 
 
+_LOW_RES_PREDICTOR: type | None = None
+
+
+def low_res_predictor() -> type:
+    """FastSAM's predictor with the masks left on the prototype grid (no per-mask upsampling).
+
+    Same NMS, same boxes (scaled to the image), same mask logits thresholded at 0 and cropped to
+    the box (by cell centre), as Ultralytics' `process_mask(upsample=False)`; each Results carries
+    `net_shape`, the letterboxed network input (h, w) the MaskGrid is derived from.
+    """
+    global _LOW_RES_PREDICTOR
+    if _LOW_RES_PREDICTOR is None:
+        from ultralytics.engine.results import Results
+        from ultralytics.models.fastsam import FastSAMPredictor
+        from ultralytics.utils import ops
+
+        class LowResFastSAMPredictor(FastSAMPredictor):
+            def construct_result(self, pred, img, orig_img, img_path, proto):
+                masks = None
+                if pred.shape[0]:
+                    c, mh, mw = proto.shape
+                    logits = (pred[:, 6:] @ proto.float().view(c, -1)).view(-1, mh, mw)
+                    ih, iw = img.shape[2:]
+                    ratios = pred.new_tensor([mw / iw, mh / ih, mw / iw, mh / ih])
+                    # crop by pixel centre (c + 0.5 inside the box), which is what the full path's
+                    # crop at image resolution amounts to; Ultralytics' crop_mask tests the left
+                    # edge, which at 4-8 image pixels per cell shrinks every mask by half a cell
+                    masks = ops.crop_mask(logits.gt_(0.0).byte(), pred[:, :4] * ratios - 0.5)
+                    keep = masks.amax((-2, -1)) > 0
+                    pred, masks = pred[keep], masks[keep]
+                pred[:, :4] = ops.scale_boxes(img.shape[2:], pred[:, :4], orig_img.shape)
+                result = Results(orig_img, path=img_path, names=self.model.names, boxes=pred[:, :6], masks=masks)
+                result.net_shape = tuple(int(v) for v in img.shape[2:])
+                return result
+
+        _LOW_RES_PREDICTOR = LowResFastSAMPredictor
+    return _LOW_RES_PREDICTOR
+
+
 class Segmenter:
     """Loads FastSAM once and turns RGB frames into Masks on its own CUDA stream."""
 
@@ -134,10 +183,16 @@ class Segmenter:
         return self.config.random_weights
 
     def segment(self, image: np.ndarray) -> Masks:
-        """All masks of an RGB image, at the image's resolution, largest filtering applied."""
+        """All masks of an RGB image over the image, min_area filtering applied.
+
+        mask_resolution "full": (N, H, W) masks from Ultralytics. "low": masks on the prototype
+        grid (Masks.from_low_res); areas and boxes are those of the nearest-upsampled masks, so
+        min_area applies to the same pixel counts the label image will show.
+        """
         image = check_rgb_image(image)
         h, w = image.shape[:2]
         cfg = self.config
+        low = cfg.mask_resolution == "low"
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         threads = torch.get_num_threads()  # Ultralytics' device setup lowers it to cores - 1
         with on_stream(self.stream), torch.inference_mode(), _restore_threads(threads):
@@ -151,18 +206,28 @@ class Segmenter:
                 retina_masks=cfg.retina_masks,
                 half=self.half,
                 verbose=False,
+                predictor=low_res_predictor() if low else None,
             )[0]
             if result.masks is None or len(result.masks) == 0:
                 return Masks.empty(h, w)
             data = result.masks.data
-            if data.shape[-2:] != (h, w):
-                # Without retina masks the prototypes live in the letterboxed network input.
-                from ultralytics.utils.ops import scale_masks
+            if low:
+                stack = data.bool().cpu().numpy()
+            else:
+                if data.shape[-2:] != (h, w):
+                    # Without retina masks the prototypes live in the letterboxed network input.
+                    from ultralytics.utils.ops import scale_masks
 
-                data = scale_masks(data[None].float(), (h, w))[0]
-            masks = (data > 0.5).cpu().numpy()
-            scores = result.boxes.conf.float().cpu().numpy()
-        areas = masks.sum(axis=(1, 2), dtype=np.int64)
+                    data = scale_masks(data[None].float(), (h, w))[0]
+                stack = (data > 0.5).cpu().numpy()
+            scores = result.boxes.conf.float().cpu().numpy().astype(np.float32)
+        if low:
+            grid = MaskGrid.letterbox((h, w), result.net_shape, stack.shape[1:])
+            areas = grid.areas(stack)
+            keep = areas >= cfg.min_area
+            stack, scores, areas = stack[keep], scores[keep], areas[keep]
+            return Masks.from_low_res(stack, grid, grid.boxes(stack), scores, areas)
+        areas = stack.sum(axis=(1, 2), dtype=np.int64)
         keep = areas >= cfg.min_area
-        masks, scores, areas = masks[keep], scores[keep], areas[keep]
-        return Masks(masks=masks, boxes=boxes_from_masks(masks), scores=scores.astype(np.float32), areas=areas)
+        stack, scores, areas = stack[keep], scores[keep], areas[keep]
+        return Masks(masks=stack, boxes=boxes_from_masks(stack), scores=scores, areas=areas)

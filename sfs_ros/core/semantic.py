@@ -370,8 +370,8 @@ class SemanticVoteLabeler:
         """Vote every mask; `background` = the model's class map. `bank` is accepted for the
         Pipeline's interface only: the classes are the checkpoint's whatever it says."""
         image = check_rgb_image(image)
-        if masks.masks.shape[1:] != image.shape[:2]:
-            raise SfsError(f"masks {masks.masks.shape[1:]} do not match image {image.shape[:2]}")
+        if masks.image_shape != image.shape[:2]:
+            raise SfsError(f"masks {masks.image_shape} do not match image {image.shape[:2]}")
         if cancelled():
             raise LabelingCancelled("labeling cancelled")
         semantic = self.predict(image)
