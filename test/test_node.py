@@ -16,11 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import MultiThreadedExecutor
@@ -31,9 +29,17 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ros_rig import running_node, wait_until
+from ros_rig import (
+    RELIABLE,
+    Inbox,
+    diagnostics_for,
+    jpeg_image,
+    new_stamp,
+    rgb_image,
+    running_node,
+    wait_until,
+)
 from sfs_ros.msg import InstanceArray, LabelInfo
-from sfs_ros.ros import convert
 from sfs_ros.ros.naming import camera_name, output_namespaces
 from sfs_ros.ros.node import SfsNode
 
@@ -45,81 +51,8 @@ MODEL_PARAMS = {  # small and fast: 320 px, 4 masks, 3 classes
     "random_weights": True, "device": "cpu", "imgsz": 320, "max_det": 4, "vocabulary": VOCAB,
     "score_threshold": 0.0,
 }
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-FRAME_TIMEOUT = 40.0  # one frame takes ~1.5 s on 2 CPU cores; generous for loaded machines
-
-
-class Inbox:
-    """Messages received on one topic, with waiting by predicate."""
-
-    def __init__(self, node, msg_type, topic, qos=RELIABLE):
-        self.topic, self.messages, self._cond = topic, [], threading.Condition()
-        self.sub = node.create_subscription(msg_type, topic, self._on_msg, qos)
-
-    def _on_msg(self, msg):
-        with self._cond:
-            self.messages.append(msg)
-            self._cond.notify_all()
-
-    def wait_for(self, predicate, timeout=FRAME_TIMEOUT, what=""):
-        with self._cond:
-            found = self._cond.wait_for(
-                lambda: next((m for m in self.messages if predicate(m)), None), timeout
-            )
-        if not found:
-            raise AssertionError(f"no message on {self.topic} {what} within {timeout:.0f} s")
-        return found
-
-    def with_stamp(self, stamp, timeout=FRAME_TIMEOUT):
-        return self.wait_for(
-            lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == (stamp.sec, stamp.nanosec),
-            timeout, f"stamped {stamp.sec}.{stamp.nanosec:09d}",
-        )
-
-
-def rgb_image(pixels, stamp, frame_id="cam_optical", encoding="rgb8"):
-    if encoding == "bgr8":
-        pixels = pixels[:, :, ::-1]
-    msg = convert.numpy_to_image(np.ascontiguousarray(pixels), "rgb8", Header(stamp=stamp, frame_id=frame_id))
-    msg.encoding = encoding
-    return msg
-
-
-def jpeg_image(pixels, stamp, frame_id="cam1_optical"):
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
-    assert ok
-    return CompressedImage(header=Header(stamp=stamp, frame_id=frame_id), format="jpeg",
-                           data=array.array("B", data.tobytes()))
-
-
-_stamps = iter(range(100, 10_000))
-
-
-def new_stamp():
-    return Time(sec=next(_stamps), nanosec=123_456_789)
-
-
-def diagnostics_for(inbox: Inbox, node_name: str, camera: str, predicate=lambda s, v: True,
-                    timeout=10.0):
-    """The first /diagnostics status of `<node>: <camera>` (received from now on) that matches."""
-    start = len(inbox.messages)
-    found = {}
-
-    def match(msg):
-        if inbox.messages.index(msg) < start:
-            return False
-        for status in msg.status:
-            if status.name == f"{node_name}: {camera}":
-                values = {kv.key: kv.value for kv in status.values}
-                if predicate(status, values):
-                    found["status"], found["values"] = status, values
-                    return True
-        return False
-
-    inbox.wait_for(match, timeout, f"with a matching status for {camera}")
-    return found["status"], found["values"]
 
 
 # ---------------------------------------------------------------------- pure functions

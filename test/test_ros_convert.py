@@ -143,8 +143,10 @@ def test_compressed_round_trip(picture, fmt, ext):
         ("jpeg", b"\xff\xd8\xff\xe0 definitely not a jpeg", "could not decode"),
         ("png", bytes(range(256)) * 4, "could not decode"),
         ("16UC1; compressedDepth png", b"\x89PNG....", "compressed depth"),
+        ("h264", b"\x00\x00\x00\x01\x67", "unsupported format 'h264'"),
+        ("bgr8; tiff compressed bgr8", b"II*\x00", "unsupported format"),
     ],
-    ids=["empty", "corrupt-jpeg", "random-bytes", "compressedDepth"],
+    ids=["empty", "corrupt-jpeg", "random-bytes", "compressedDepth", "h264", "tiff"],
 )
 def test_bad_compressed_raise_with_a_reason(fmt, data, words):
     msg = CompressedImage(format=fmt, data=array.array("B", data))

@@ -8,13 +8,17 @@ sensor_msgs/CompressedImage (format, data): rclpy messages and rosbags' deserial
   (channel reorder) and mono8 (channel expansion) need one copy. Other encodings (16UC1 depth,
   32FC1, bayer, yuv ...) are refused with the list of accepted ones.
 * CompressedImage holding a JPEG or PNG file (image_transport's "compressed" transport),
-  decoded with OpenCV; compressedDepth is refused.
+  decoded with OpenCV. The format string must name jpeg or png ("jpeg", "png",
+  "rgb8; jpeg compressed bgr8", ...) or be empty (the bytes decide); any other codec (h264,
+  theora, tiff, ...) and compressedDepth are refused: only PNG and JPEG headers are checked for
+  absurd sizes before decoding.
 
 Every refusal is an ImageConversionError whose `reason` is a short fixed key (for counters)
 and whose message says what exactly was wrong.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -30,7 +34,9 @@ MAX_BYTES = 1 << 30
 #: file cannot make the decoder allocate gigabytes).
 MAX_PIXELS = 64 << 20
 #: Reasons that concern the stream (every frame will fail the same way), not one frame.
-STREAM_REASONS = ("unsupported encoding", "depth image")
+STREAM_REASONS = ("unsupported encoding", "unsupported format", "depth image")
+#: Codec names a CompressedImage format string may carry.
+COMPRESSED_CODECS = ("jpeg", "jpg", "png")
 
 
 class ImageConversionError(SfsError, ValueError):
@@ -119,9 +125,14 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     import cv2
 
     fmt = str(msg.format)
+    words = re.findall(r"[a-z0-9]+", fmt.lower())
     if "compresseddepth" in fmt.lower().replace(" ", ""):
         raise ImageConversionError(f"format {fmt!r} is a compressed depth image, not colour",
                                    reason="depth image")
+    if words and not set(words) & set(COMPRESSED_CODECS):
+        raise ImageConversionError(
+            f"unsupported format {fmt!r}: CompressedImage must hold jpeg or png "
+            "(image_transport's compressed transport)", reason="unsupported format")
     data = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
     data = data.reshape(-1)
     if data.size == 0:

@@ -19,7 +19,9 @@ Topics (node `sfs_node`, every name remappable):
                                   the vocabulary or score threshold changes. One for all cameras.
          /diagnostics             diagnostic_msgs/DiagnosticArray, 1 Hz, one status per camera
                                   named "<node's full name>: <camera>" ("/sfs_node: image"):
-                                  rates, drops, errors, bad inputs, latency p50/p95 per stage,
+                                  rates, drops, errors, bad inputs (by reason), frames
+                                  skipped before the callback (publisher sequence gaps: the
+                                  input history overwrote them), latency p50/p95 per stage,
                                   device, vocabulary, random weights; WARN when a publisher is on
                                   an input topic but no frame came for 5 s (QoS hint included)
 Every per-frame output carries the header (stamp, frame_id) of the input image it came from.
@@ -107,6 +109,34 @@ def _set_threshold(labeler: Any, value: float) -> None:
     getattr(labeler, "clip", labeler).threshold = value
 
 
+#: Publishers whose last sequence number a camera remembers (oldest forgotten first).
+MAX_TRACKED_PUBLISHERS = 32
+
+
+def _sequence_gap(last_seq: dict[bytes, int], info: Any) -> int:
+    """Frames of this message's publisher that never reached the callback since its last one.
+
+    The subscription's KEEP_LAST(queue_size) history silently replaces samples the executor has
+    not taken yet (and best-effort transport may lose some): neither shows up as a DDS event.
+    The rmw message info carries the publisher's gid and its own sequence number, so a jump in
+    that number counts exactly those frames. A publisher seen for the first time, or one whose
+    numbers went backwards, starts a new count.
+    """
+    if not isinstance(info, dict):
+        return 0
+    gid, number = info.get("publisher_gid"), info.get("publication_sequence_number")
+    if not isinstance(gid, dict) or not isinstance(number, int) or number <= 0:
+        return 0  # the middleware does not say
+    key = bytes(gid.get("data", b""))
+    previous = last_seq.pop(key, None)  # re-inserted last: the dict stays in recency order
+    last_seq[key] = number
+    while len(last_seq) > MAX_TRACKED_PUBLISHERS:
+        del last_seq[next(iter(last_seq))]
+    if previous is None or number <= previous:
+        return 0
+    return number - previous - 1
+
+
 def is_compressed(topic: str) -> bool:
     return topic.rstrip("/").split("/")[-1] == "compressed"
 
@@ -131,10 +161,13 @@ class _Camera:
     pipeline: Pipeline | None = None
     received: int = 0
     bad_inputs: int = 0
+    bad_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
     last_bad_reason: str = ""
     published: int = 0
     incompatible_qos: int = 0
     lost: int = 0
+    skipped: int = 0  # frames that never reached the callback: gaps in publisher sequence numbers
+    last_pub_seq: dict[bytes, int] = dataclasses.field(default_factory=dict)  # publisher gid -> seq
     matched: int = -1  # publishers matched (event), -1 when the middleware does not say
     seq: int = 0
     last_frame: float | None = None  # time.monotonic() of the last message
@@ -266,11 +299,25 @@ class SfsNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         # `-p vocabulary:=coco` (or `vocabulary: coco` in a params file) gives a string where a
         # string array is declared: read it as a one-element list instead of refusing to start.
-        overrides = getattr(self, "_parameter_overrides", {})
-        for name, given in list(overrides.items()):
-            overrides[name] = self._string_to_array(given)
-        for spec in params.PARAMS:
-            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        # An empty YAML list (`vocabulary: []`) arrives with no type at all: an empty array too.
+        # Overrides (params file, -p) are validated here with the same rules as runtime changes,
+        # so a bad value stops the node with the reason before anything loads.
+        try:
+            overrides = getattr(self, "_parameter_overrides", {})
+            given_values = params.defaults()
+            for name, given in list(overrides.items()):
+                given = overrides[name] = self._string_to_array(given)
+                if name in params.BY_NAME:
+                    given_values[name] = _plain(given.value)
+            reason = params.validate(given_values)
+            if reason:
+                raise SfsError(f"parameter refused at start-up: {reason}")
+            for spec in params.PARAMS:
+                self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        except Exception:
+            # A refused override: leave no half-built node behind for the context to destroy.
+            LifecycleNode.destroy_node(self)
+            raise
         self.add_pre_set_parameters_callback(self._coerce_string_arrays)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
@@ -308,15 +355,17 @@ class SfsNode(LifecycleNode):
 
     @staticmethod
     def _string_to_array(given: Parameter) -> Parameter:
-        """A string (`vocabulary:=coco`) or an empty array of no particular type (`"[]"`) given
-        for a string-array parameter, as that string array; anything else unchanged."""
+        """A string (`vocabulary:=coco`) or an empty array of no particular type (`"[]"`, or
+        `[]` in a params file, which has no type at all) given for a string-array parameter, as
+        that string array; anything else unchanged."""
         spec = params.BY_NAME.get(given.name)
         if spec is None or spec.type_name != "string_array":
             return given
         if given.type_ == Parameter.Type.STRING:
             return Parameter(given.name, Parameter.Type.STRING_ARRAY, [given.value])
-        if (given.type_ != Parameter.Type.STRING_ARRAY
-                and isinstance(given.value, (list, tuple, array.array)) and len(given.value) == 0):
+        empty = given.type_ == Parameter.Type.NOT_SET or (
+            isinstance(given.value, (list, tuple, array.array, bytes)) and len(given.value) == 0)
+        if given.type_ != Parameter.Type.STRING_ARRAY and empty:
             return Parameter(given.name, Parameter.Type.STRING_ARRAY, [])
         return given
 
@@ -572,13 +621,13 @@ class SfsNode(LifecycleNode):
         )
         try:
             return self.create_subscription(
-                msg_type, cam.topic, lambda msg: self._on_image(cam, msg), qos,
+                msg_type, cam.topic, lambda msg, info: self._on_image(cam, msg, info), qos,
                 callback_group=self._io_group, event_callbacks=events,
             )
         except Exception:  # noqa: BLE001 - a middleware without these events: plain subscription
             events = SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
             return self.create_subscription(
-                msg_type, cam.topic, lambda msg: self._on_image(cam, msg), qos,
+                msg_type, cam.topic, lambda msg, info: self._on_image(cam, msg, info), qos,
                 callback_group=self._io_group, event_callbacks=events,
             )
 
@@ -623,13 +672,14 @@ class SfsNode(LifecycleNode):
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ data path
-    def _on_image(self, cam: _Camera, msg: Image | CompressedImage) -> None:
+    def _on_image(self, cam: _Camera, msg: Image | CompressedImage, info: Any = None) -> None:
         """Subscription callback: convert and submit, never wait for the models."""
         with cam.lock:
             cam.received += 1
             cam.seq += 1
             cam.last_frame = time.monotonic()
             seq = cam.seq
+            cam.skipped += _sequence_gap(cam.last_pub_seq, info)
         pipeline = cam.pipeline
         if pipeline is None:
             return
@@ -645,8 +695,10 @@ class SfsNode(LifecycleNode):
     def _bad_input(self, cam: _Camera, exc: BaseException) -> None:
         """Count a refused frame and say why, at most once per period per camera."""
         reason = str(exc) if isinstance(exc, SfsError) else f"{type(exc).__name__}: {exc}"
+        key = getattr(exc, "reason", None) or type(exc).__name__
         with cam.lock:
             cam.bad_inputs += 1
+            cam.bad_by_reason[key] = cam.bad_by_reason.get(key, 0) + 1
             cam.last_bad_reason = reason
         self.get_logger().warning(
             f"{cam.where}: ignoring an image: {reason}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S
@@ -731,6 +783,8 @@ class SfsNode(LifecycleNode):
         stats = cam.stats()
         with cam.lock:
             received, bad, lost, incompatible = cam.received, cam.bad_inputs, cam.lost, cam.incompatible_qos
+            skipped = cam.skipped
+            by_reason = ", ".join(f"{k}: {v}" for k, v in sorted(cam.bad_by_reason.items()))
             matched, last_frame, active_since = cam.matched, cam.last_frame, cam.active_since
             prev, cam.prev = cam.prev, (now, received, stats.frames_out)
             last_bad = cam.last_bad_reason
@@ -779,10 +833,12 @@ class SfsNode(LifecycleNode):
             ("input rate (Hz)", f"{rate_in:.2f}"),
             ("output rate (Hz)", f"{rate_out:.2f}"),
             ("frames received", str(received)),
+            ("frames skipped before the callback", str(skipped)),
             ("frames processed", str(stats.frames_out)),
             ("frames dropped", str(stats.dropped)),
             ("errors", str(stats.errors)),
             ("bad inputs", str(bad)),
+            ("bad inputs by reason", by_reason),
             ("last bad input", last_bad),
             ("messages lost", str(lost)),
             ("incompatible QoS events", str(incompatible)),
@@ -890,7 +946,11 @@ def _run(argv: list[str], fast_exit: bool) -> int:
 
     try:
         node = SfsNode()
-    except Exception as exc:  # noqa: BLE001 - bad parameter overrides: say which, no traceback
+    except SfsError as exc:  # a refused params file or -p override: say which, no traceback
+        print(f"sfs_node: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    except Exception as exc:  # noqa: BLE001 - rclpy refused an override (type, read-only, ...)
         print(f"sfs_node: {type(exc).__name__}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2

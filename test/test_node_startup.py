@@ -1,0 +1,94 @@
+"""Start-up with a bad params file: `python -m sfs_ros.ros.node --ros-args --params-file F`.
+
+Each case is a real child process given a YAML file the way a launch file passes one. An
+operator error must end the process with a one-line reason naming the parameter, exit code 2
+(refused before any model loads) or 1 (configure failed: the device, model or checkpoint does not
+exist), and no Python traceback. All cases run at once: most end within a second or two, the
+configure cases after torch and ultralytics import.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+#: id -> (parameters in the file, exit code, regular expression the output must contain)
+CASES: dict[str, tuple[dict, int, str]] = {
+    "empty vocabulary": ({"vocabulary": []}, 2, r"vocabulary is empty"),
+    "duplicate classes": ({"vocabulary": ["cup", "table", "Cup"]}, 2, r"duplicate class name"),
+    "empty class name": ({"vocabulary": ["cup", " "]}, 2, r"empty class name"),
+    "vocabulary file missing": ({"vocabulary": ["/nonexistent/classes.txt"]}, 2, r"not found"),
+    "mono8 with 847 classes": ({"vocabulary": ["ade20k_full"], "label_encoding": "mono8"}, 2,
+                               r"label_encoding:=mono16"),
+    "imgsz not a multiple of 32": ({"imgsz": 100}, 2, r"imgsz"),
+    "imgsz absurd": ({"imgsz": 100000}, 2, r"imgsz"),
+    "imgsz negative": ({"imgsz": -640}, 2, r"imgsz"),
+    "conf above 1": ({"conf": 1.5}, 2, r"conf"),
+    "iou below 0": ({"iou": -0.1}, 2, r"iou"),
+    "max_det zero": ({"max_det": 0}, 2, r"max_det"),
+    "threshold of the wrong type": ({"score_threshold": "high"}, 2, r"score_threshold"),
+    "template without placeholder": ({"prompt_templates": ["a photo"]}, 2, r"must contain '\{\}'"),
+    "template with a format field": ({"prompt_templates": ["{} {0.__class__}"]}, 2,
+                                     r"must contain '\{\}'"),
+    "unknown device name": ({"device": "gpu"}, 2, r"device must be auto, cpu, cuda or cuda:N"),
+    "unknown labeling mode": ({"labeling_mode": "magic"}, 2, r"labeling_mode must be one of"),
+    "no image topics": ({"image_topics": []}, 2, r"image_topics is empty"),
+    "invalid topic name": ({"image_topics": ["bad topic"]}, 2, r"not a valid topic name"),
+    "absent CUDA device": ({"device": "cuda:7", "random_weights": True}, 1,
+                           r"configure failed: device 'cuda:7'"),
+    "unknown FastSAM model": ({"model": "FastSAM-q"}, 1,
+                              r"configure failed: FastSAM model 'FastSAM-q' is neither a known name"),
+    "missing checkpoint file": ({"model": "/nonexistent/weights/FastSAM-x.pt"}, 1,
+                                r"configure failed: .*/nonexistent/weights/FastSAM-x\.pt"),
+    "FastSAM-s not downloaded": ({"model": "FastSAM-s"}, 1,
+                                 r"configure failed: .*FastSAM-s\.pt.*Download it from"),
+    "unknown CLIP model": ({"clip_model": "ViT-Q-99", "random_weights": True}, 1,
+                           r"configure failed: .*ViT-Q-99"),
+}
+TIMEOUT_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Run every case as its own node process, all at once; id -> (exit code, output, seconds)."""
+    root = tmp_path_factory.mktemp("startup")
+    env = dict(os.environ, ROS_LOG_DIR=str(root / "ros_log"), PYTHONUNBUFFERED="1")
+    running = {}
+    for i, (case, (values, _, _)) in enumerate(CASES.items()):
+        params_file = root / f"case{i}.yaml"
+        params_file.write_text(yaml.safe_dump(
+            {"/**": {"ros__parameters": {"device": "cpu", **values}}}))
+        log = open(root / f"case{i}.log", "w+")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sfs_ros.ros.node", "--ros-args", "-r", f"__ns:=/startup{i}",
+             "--params-file", str(params_file)],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+        running[case] = (proc, log, time.monotonic())
+    results = {}
+    for case, (proc, log, t0) in running.items():
+        try:
+            code = proc.wait(timeout=max(1.0, t0 + TIMEOUT_S - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        log.seek(0)
+        results[case] = (code, log.read(), time.monotonic() - t0)
+        log.close()
+    return results
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_params_file_is_a_clear_start_up_error(outcomes, case):
+    _, expected_code, words = CASES[case]
+    code, output, _ = outcomes[case]
+    assert code == expected_code, f"exit code {code}, expected {expected_code}:\n{output[-2000:]}"
+    assert re.search(words, output), output[-2000:]
+    assert "Traceback" not in output, output[-3000:]
+    if expected_code == 2:  # refused before the models: nothing was loaded
+        assert "parameter refused at start-up" in output or "InvalidParameterValue" in output, output
+        assert "configured:" not in output
