@@ -85,10 +85,25 @@ def test_allow_random_weights_says_so_and_runs(photos, tmp_path):
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["random_weights"] is True
 
 
+def test_low_mask_resolution(photos, tmp_path):
+    out = tmp_path / "out"
+    run = sfs("segment", str(photos / "coffee.png"), "--vocab", "cup", "saucer", "--out", str(out),
+              "--mask-resolution", "low", *SMALL)
+    assert run.returncode == 0, run.stderr
+    h, w = skimage.data.coffee().shape[:2]
+    inst = cv2.imread(str(out / "instance_ids" / "coffee.png"), cv2.IMREAD_UNCHANGED)
+    assert inst.shape == (h, w) and 0 < inst.max() <= 5
+    record = json.loads((out / "instances" / "coffee.json").read_text())
+    assert len(record["instances"]) == inst.max()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["segmenter"]["mask_resolution"] == "low"
+
+
 @pytest.mark.parametrize("args,message", [
     (["segment", "/nonexistent/x.png"], "does not exist"),
     (["segment", "{photos}", "--vocab", "a", "a"], "duplicate"),
     (["segment", "{photos}", "--imgsz", "100"], "imgsz"),
+    (["segment", "{photos}", "--mask-resolution", "half"], "mask-resolution"),
 ])
 def test_bad_arguments_exit_2_with_reason(photos, args, message):
     args = [a.format(photos=photos) for a in args]
