@@ -882,13 +882,17 @@ class SfsNode(LifecycleNode):
     def close(self, timeout: float = 1.0) -> None:
         """Stop pipelines and the vocabulary worker, release the models (idempotent).
 
-        Waits at most about `timeout` s for each; threads still busy in a model call after that
-        are daemons that publish nothing more (`_closing`) and end with the process."""
+        Waits about `timeout` s in all (pipelines and the vocabulary worker stop in parallel);
+        threads still busy in a model call after that are daemons that publish nothing more
+        (`_closing`) and end with the process."""
         if self._closing:
             return
         self._closing = True
+        deadline = time.monotonic() + timeout  # one budget for all: they stop in parallel
+        self._vocab_worker.close(0.0)  # takes no new job; one being encoded is waited for below
         self._stop_cameras(timeout)
-        if not self._vocab_worker.close(timeout):
+        if not self._vocab_worker.close(max(0.0, deadline - time.monotonic())):
+            # its result is dropped: _apply_vocabulary swaps nothing into a released labeler
             self.get_logger().warning("the vocabulary worker is still encoding; not waiting for it")
         self._release()
 

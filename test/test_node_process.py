@@ -1,4 +1,6 @@
-"""Start-up with a bad params file: `python -m sfs_ros.ros.node --ros-args --params-file F`.
+"""The node as a child process (`python -m sfs_ros.ros.node`): start-up errors and shutdown.
+
+Start-up with a bad params file (`--ros-args --params-file F`).
 
 Each case is a real child process given a YAML file the way a launch file passes one. An
 operator error must end the process with a one-line reason naming the parameter, exit code 2
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -92,3 +95,95 @@ def test_bad_params_file_is_a_clear_start_up_error(outcomes, case):
     if expected_code == 2:  # refused before the models: nothing was loaded
         assert "parameter refused at start-up" in output or "InvalidParameterValue" in output, output
         assert "configured:" not in output
+
+
+# ---------------------------------------------------------------------- shutdown mid-work
+def test_sigterm_while_frames_are_in_flight_and_a_vocabulary_is_encoding(photo, tmp_path):
+    """SIGTERM while frames stream in and the 847-class ADE20K-full vocabulary is being encoded
+    (about a minute of CLIP text encoder on this CPU): exit code 0 within 2 s, no traceback."""
+    import threading
+
+    import cv2
+    import numpy as np
+    import rclpy
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
+    from sensor_msgs.msg import Image
+
+    from ros_rig import RELIABLE, Inbox, new_stamp, rgb_image, wait_until
+
+    picture = np.ascontiguousarray(cv2.resize(photo, (160, 120)))
+    ns = "/sigterm"
+    env = dict(os.environ, ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
+    log_path = tmp_path / "node.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sfs_ros.ros.node", "--ros-args", "-r", f"__ns:={ns}",
+             "-p", "random_weights:=true", "-p", "device:=cpu", "-p", "imgsz:=160",
+             "-p", "max_det:=3", "-p", "labeling_mode:=dense", "-p", "vocabulary:=[cup, table]",
+             "-p", "image_topics:=[cam/image]", "-p", "input_reliability:=reliable"],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    tester = rclpy.create_node("sigterm_tester", context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(tester)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    streaming = threading.Event()
+
+    def alive():
+        if proc.poll() is not None:
+            raise AssertionError(f"node exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        return True
+
+    try:
+        pub = tester.create_publisher(Image, f"{ns}/cam/image", RELIABLE)
+        labels = Inbox(tester, Image, f"{ns}/sfs_node/label_image")
+        wait_until(lambda: alive() and pub.get_subscription_count() >= 1, 90, "the node to subscribe")
+        wait_until(lambda: alive() and tester.count_publishers(labels.topic) >= 1, 10, "its output")
+        stamp = new_stamp()
+        pub.publish(rgb_image(picture, stamp))
+        labels.with_stamp(stamp, timeout=60)
+
+        def stream():  # 20 Hz until the node is gone: frames are always in flight
+            while streaming.is_set():
+                pub.publish(rgb_image(picture, new_stamp()))
+                time.sleep(0.05)
+
+        streaming.set()
+        threading.Thread(target=stream, daemon=True).start()
+        client = tester.create_client(SetParameters, f"{ns}/sfs_node/set_parameters")
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(SetParameters.Request(parameters=[
+            Parameter("vocabulary", Parameter.Type.STRING_ARRAY, ["ade20k_full"]).to_parameter_msg()]))
+        wait_until(future.done, 10, "the set_parameters answer")
+        assert future.result().results[0].successful, future.result().results[0].reason
+        wait_until(lambda: alive() and "encoding vocabulary 'ade20k_full'" in log_path.read_text(),
+                   10, "the encoding to start")
+        time.sleep(1.0)  # well inside the encoding (about a minute), frames still answered
+        n_answers = len(labels.messages)
+        wait_until(lambda: len(labels.messages) > n_answers, 20, "a frame answered meanwhile")
+        assert "vocabulary now 'ade20k_full'" not in log_path.read_text()
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        elapsed = time.monotonic() - t0
+    finally:
+        streaming.clear()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        executor.shutdown(timeout_sec=2)
+        tester.destroy_node()
+        context.try_shutdown()
+    output = log_path.read_text()
+    print(f"\nSIGTERM while encoding 847 classes, frames at 20 Hz: exit {code} in {elapsed:.2f} s")
+    assert code == 0, f"exit code {code}:\n{output[-3000:]}"
+    assert elapsed < 2.0, f"SIGTERM took {elapsed:.2f} s:\n{output[-2000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    assert "still encoding" in output and "stopped in" in output, output[-2000:]
