@@ -7,6 +7,8 @@ Random weights unless weights are on disk (same compute cost). Sections:
   2. Labeler.label cost at 1/10/50/200 masks, crop vs dense mode
   3. Labeler.label cost vs vocabulary size (19/150/847 classes), with and without pruning
   4. FastSAM segment time vs imgsz, FastSAM-s and FastSAM-x
+  5. segment() + fuse() with full-res vs low-res (prototype grid) mask post-processing, 640x480
+     and 1920x1080, and the pixel agreement of the two label images
 Prints one markdown block (command, machine, versions, thread count, then a table per
 section). Times are medians of `--repeat` calls after one warm-up call; ratios are taken
 within the same run, so compare those across machines rather than absolute times.
@@ -271,14 +273,86 @@ def section_imgsz(args, image, out, notes, random_flags) -> None:
     out.append("")
 
 
-SECTIONS = {1: section_pipeline, 2: section_masks, 3: section_vocab, 4: section_imgsz}
+# ---------------------------------------------------------------------------------- section 5
+def agreement(full, low) -> dict[str, float]:
+    """Pixel agreement of the fused images, every mask its own class id (the strictest case):
+    low masks are matched to the full mask they overlap most. "label" paints both in the full
+    path's order (what low-res post-processing changes: where each mask's pixels are); "own
+    order" lets the low path use its own areas, so near-equal masks may also swap order."""
+    from sfs_ros.core.frame import Labels, Masks
+    from sfs_ros.core.fusion import fuse
+
+    up = low.masks  # materialised for the comparison only (not timed)
+    f = full.masks.reshape(len(full), -1).astype(np.float32)
+    g = up.reshape(len(low), -1).astype(np.float32)
+    inter = g @ f.T
+    index = (inter / (g.sum(1)[:, None] + f.sum(1)[None] - inter)).argmax(axis=1)
+
+    def labels(ids):
+        ids = np.asarray(ids, np.int32)
+        return Labels(ids, np.ones(len(ids), np.float32), ids[:, None], np.ones((len(ids), 1), np.float32))
+
+    label_f, inst_f = fuse(full, labels(np.arange(len(full))))
+    shared = Masks.from_low_res(low.low_res, low.grid, low.boxes, low.scores, full.areas[index])
+    label_s, _ = fuse(shared, labels(index))
+    label_o, inst_o = fuse(low, labels(index))
+    return {"masks": (len(full), len(low)), "label": float((label_s == label_f).mean()),
+            "own": float((label_o == label_f).mean()),
+            "coverage": float(((inst_o > 0) == (inst_f > 0)).mean())}
+
+
+def section_lowres(args, image, out, notes, random_flags) -> None:
+    """segment() + fuse() with masks upsampled one by one vs painted at prototype resolution."""
+    from sfs_ros.core.frame import Labels
+    from sfs_ros.core.fusion import fuse
+
+    frames = {"640x480": image,
+              "1920x1080": np.ascontiguousarray(cv2.resize(skimage.data.astronaut(), (1920, 1080),
+                                                           interpolation=cv2.INTER_CUBIC))}
+    rows = []
+    for det in args.lowres_masks:
+        segs = {res: segmenter(args, max_det=det, mask_resolution=res) for res in ("full", "low")}
+        random_flags.append(segs["full"].random_weights)
+        for name, frame in frames.items():
+            times = {}
+            for res, seg in segs.items():
+                log(f"section 5: {name} max_det {det} {res}")
+                masks = seg.segment(frame)
+                ids = np.arange(len(masks), dtype=np.int32) % 80
+                labels = Labels(ids, np.ones(len(ids), np.float32), ids[:, None],
+                                np.ones((len(ids), 1), np.float32))
+                t_seg = timed(lambda: seg.segment(frame), args.repeat)
+                t_fuse = timed(lambda: fuse(masks, labels), args.repeat)  # low: never materialises
+                times[res] = (len(masks), t_seg, t_fuse)
+            agree = agreement(segs["full"].segment(frame), segs["low"].segment(frame))
+            rows.append((name, det, times, agree))
+        del segs
+    out.append(f"### 5. Low-res vs full-res mask post-processing (FastSAM-s, imgsz 640, conf 0)\n")
+    out.append("| frame | max_det | masks full/low | full: segment ms | full: fuse ms | low: segment ms | "
+               "low: fuse ms | **full / low (segment + fuse)** | label agreement | label agreement "
+               "(own order) | coverage agreement |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, det, t, a in rows:
+        full, low = t["full"], t["low"]
+        ratio = (full[1] + full[2]) / (low[1] + low[2])
+        out.append(f"| {name} | {det} | {full[0]}/{low[0]} | {ms(full[1])} | {ms(full[2])} | {ms(low[1])} | "
+                   f"{ms(low[2])} | **{ratio:.2f}x** | {100 * a['label']:.2f}% | {100 * a['own']:.2f}% | "
+                   f"{100 * a['coverage']:.2f}% |")
+    notes.append("section 5: agreement = share of pixels "
+                 "with the same value in the two label images, every mask its own class id, low masks "
+                 "matched to the full mask of highest IoU; 'label' paints both in the full path's area "
+                 "order, 'own order' uses each path's own areas (equal-size masks may swap order)")
+    out.append("")
+
+
+SECTIONS = {1: section_pipeline, 2: section_masks, 3: section_vocab, 4: section_imgsz, 5: section_lowres}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4], choices=sorted(SECTIONS))
+    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=sorted(SECTIONS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (CPU only)")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per measurement (median)")
@@ -302,6 +376,8 @@ def main() -> None:
     g.add_argument("--models", nargs="+", default=["FastSAM-s", "FastSAM-x"])
     g.add_argument("--imgsz", type=int, nargs="+", default=[480, 640, 1024])
     g.add_argument("--seg-masks", type=int, default=50)
+    g = parser.add_argument_group("section 5")
+    g.add_argument("--lowres-masks", type=int, nargs="+", default=[50, 300], help="max_det values")
     args = parser.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
