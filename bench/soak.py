@@ -194,6 +194,10 @@ def main() -> int:
         ("start-up to first answer (s)", f"{startup_s:.1f}"),
         ("frames published (load)", str(sent)),
         ("frames received by node", diag.get("frames received", "?")),
+        ("frames skipped before the callback (sequence gaps)",
+         diag.get("frames skipped before the callback", "?")),
+        ("frames sent in all (start-up + load + final) / received + skipped",
+         f"{next(counter) - 1} / {_sum(diag, 'frames received', 'frames skipped before the callback')}"),
         ("frames processed (out)", diag.get("frames processed", "?")),
         ("frames dropped (pipeline)", diag.get("frames dropped", "?")),
         ("errors / bad inputs", f"{diag.get('errors', '?')} / {diag.get('bad inputs', '?')}"),
@@ -216,6 +220,13 @@ def main() -> int:
         print(f"| {k} | {v} |")
     print("\nRSS series (s, MB): " + ", ".join(f"{t:.0f}:{r:.0f}" for t, r in rss))
     return 0 if alive and code == 0 else 1
+
+
+def _sum(values: dict, *keys: str) -> str:
+    try:
+        return str(sum(int(values[k]) for k in keys))
+    except (KeyError, ValueError):
+        return "?"
 
 
 if __name__ == "__main__":

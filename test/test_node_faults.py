@@ -251,6 +251,53 @@ def test_bad_inputs_are_logged_once_per_period_and_counted_by_reason(rig):
     assert values["state"] == "active"
 
 
+# ---------------------------------------------------------------------- parameters at runtime
+RUNTIME_REFUSED = [  # (name, type, value, words in the reason)
+    ("vocabulary", "STRING_ARRAY", [], "vocabulary is empty"),
+    ("vocabulary", "STRING_ARRAY", ["cup", "table", "CUP"], "duplicate class name"),
+    ("vocabulary", "STRING_ARRAY", ["missing/classes.txt"], "not found"),
+    ("prompt_templates", "STRING_ARRAY", ["a photo of {0.__class__}"], "must contain '{}'"),
+    ("prompt_templates", "STRING_ARRAY", ["{} {!r}"], "must contain '{}'"),
+    ("score_threshold", "DOUBLE", 1.5, ""),
+    ("score_threshold", "STRING", "high", ""),
+    ("overlay_alpha", "DOUBLE", -0.1, ""),
+    ("imgsz", "INTEGER", 100, "read-only"),
+    ("conf", "DOUBLE", 2.0, "read-only"),
+    ("iou", "DOUBLE", -1.0, "read-only"),
+    ("device", "STRING", "cuda:7", "read-only"),
+    ("model", "STRING", "FastSAM-q", "read-only"),
+]
+
+
+def test_bad_runtime_parameters_are_refused_over_the_service_and_old_values_kept(rig):
+    """What `ros2 param set` does: the parameter services of the running node, from another node."""
+    from rcl_interfaces.srv import GetParameters, SetParameters
+    from rclpy.parameter import Parameter
+
+    def call(service, suffix, request):
+        client = rig.tester.create_client(service, f"{NODE}/{suffix}")
+        try:
+            assert client.wait_for_service(timeout_sec=10)
+            future = client.call_async(request)
+            wait_until(future.done, 10, f"the {suffix} answer")
+            return future.result()
+        finally:
+            rig.tester.destroy_client(client)
+
+    names = sorted({name for name, *_ in RUNTIME_REFUSED})
+    before = call(GetParameters, "get_parameters", GetParameters.Request(names=names)).values
+    for name, type_name, value, words in RUNTIME_REFUSED:
+        parameter = Parameter(name, getattr(Parameter.Type, type_name), value)
+        [result] = call(SetParameters, "set_parameters", SetParameters.Request(
+            parameters=[parameter.to_parameter_msg()])).results
+        assert not result.successful, (name, value)
+        assert result.reason and words in result.reason, (name, value, result.reason)
+    after = call(GetParameters, "get_parameters", GetParameters.Request(names=names)).values
+    assert after == before
+    assert rig.node._labeler.bank.vocabulary.names == ("cup", "table", "floor")
+    rig.answered("raw", raw(rig.picture))
+
+
 # ---------------------------------------------------------------------- faults inside stages
 @pytest.mark.parametrize("stage, error", [
     ("segment", RuntimeError("injected segmenter fault")),

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +28,10 @@ from sfs_ros.core.weights import cache_dir, fastsam_architecture, resolve_fastsa
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_VERBOSE", "False")
+# Checkpoints are pickles: load them with Ultralytics' restricted loader (torch weights_only plus
+# an allow-list of its model classes), so a tampered .pt cannot run code. Read when ultralytics
+# is imported; `_load_checkpoint` covers a process that imported it before this module.
+os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
 
 log = logging.getLogger("sfs_ros.segmenter")
 
@@ -93,6 +98,22 @@ def random_fastsam_checkpoint(model: str, seed: int = 0) -> Path:
     yolo.save(tmp)
     tmp.replace(path)  # atomic: parallel test workers never read half a file
     return path
+
+
+def _load_checkpoint(checkpoint: Path) -> Any:
+    """FastSAM from a checkpoint file, refusing any that holds more than model classes."""
+    from ultralytics import FastSAM
+    from ultralytics.nn import tasks
+
+    try:
+        if not tasks.SAFE_LOAD:  # ultralytics was imported before the variable was set
+            tasks.torch_safe_load(str(checkpoint), safe_only=True)
+        return FastSAM(str(checkpoint))
+    except (TypeError, RuntimeError, pickle.UnpicklingError, KeyError, AttributeError) as exc:
+        raise SfsError(
+            f"FastSAM checkpoint {checkpoint} could not be loaded safely ({type(exc).__name__}: "
+            f"{str(exc).strip()[:300]}); only Ultralytics checkpoints are accepted"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -163,8 +184,6 @@ class Segmenter:
     """Loads FastSAM once and turns RGB frames into Masks on its own CUDA stream."""
 
     def __init__(self, config: SegmenterConfig = SegmenterConfig()) -> None:
-        from ultralytics import FastSAM
-
         config.validate()
         self.config = config
         self.device = resolve_device(config.device)
@@ -175,7 +194,7 @@ class Segmenter:
         else:
             checkpoint = resolve_fastsam(config.model)
         self.checkpoint = checkpoint
-        self.model = FastSAM(str(checkpoint))
+        self.model = _load_checkpoint(checkpoint)
         self.stream = new_stream(self.device)
 
     @property

@@ -181,10 +181,13 @@ def _check_vocabulary(entries: Sequence[str]) -> str | None:
 def _check_templates(templates: Sequence[str]) -> str | None:
     if not templates:
         return "prompt_templates is empty: give at least one template such as 'a photo of a {}.'"
+    import string
+
     for template in templates:
-        try:
-            ok = template.count("{}") == 1 and template.format("x") != template
-        except (IndexError, KeyError, ValueError):
+        try:  # exactly one replacement field, and a bare one: no name, attribute, spec, conversion
+            fields = [f for f in string.Formatter().parse(template) if f[1] is not None]
+            ok = len(fields) == 1 and fields[0][1:] == ("", "", None)
+        except ValueError:  # unbalanced braces
             ok = False
         if not ok:
             return f"prompt template {template!r} must contain '{{}}' exactly once and no other braces"
