@@ -288,3 +288,42 @@ def test_labeling_low_res_masks_runs_end_to_end(labeler, both, photo):
     assert len(out) == 4 and not sub.materialised
     with pytest.raises(SfsError, match="do not match"):
         labeler.label(photo[:200], sub, bank)
+
+
+# ------------------------------------------------------------------------------ semantic vote
+def test_vote_low_res_equals_vote_of_the_upsampled_masks():
+    from sfs_ros.core.semantic import vote, vote_low_res
+
+    grid = MaskGrid.letterbox((400, 600), (224, 320), (56, 80))
+    low = smooth_logits((9, 56, 80), sigma=3.0, seed=3) > 0.1
+    low[0] = False
+    low[0, 0, :] = True  # padding row only: an empty mask in the image -> unlabeled
+    field = smooth_logits((400, 600), sigma=40.0, seed=4)
+    semantic = np.clip(field / field.std() * 3 + 9, 0, 18).astype(np.int32)  # bands of classes
+    want = vote(grid.upsample(low), semantic, 19, 3)
+    got = vote_low_res(low, grid, semantic, 19, 3)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    assert got[0][0] == UNLABELED_CLASS and len(set(got[0][1:].tolist())) > 1
+    assert (got[1][1:] < 0.9).all()  # mixed histograms, so the counts themselves are compared
+    with pytest.raises(SfsError, match="semantic"):
+        vote_low_res(low, grid, semantic[:10], 19, 3)
+    with pytest.raises(SfsError, match="low-res"):
+        vote_low_res(low[:, :10], grid, semantic, 19, 3)
+
+
+def test_semantic_vote_labeler_on_low_res_masks(both, photo):
+    from sfs_ros.core.semantic import SemanticConfig, SemanticVoteLabeler
+
+    _, low = both
+    semantic = SemanticVoteLabeler(SemanticConfig("nvidia/segformer-b0-finetuned-cityscapes-1024-1024",
+                                                  device="cpu", input_size=128, random_weights=True))
+    out = semantic.label(photo, low)
+    assert not low.materialised
+    ref = semantic.label(photo, Masks(low.masks, low.boxes, low.scores, low.areas))
+    for field in ("class_ids", "scores", "topk_ids", "topk_scores", "background"):
+        np.testing.assert_array_equal(getattr(out, field), getattr(ref, field))
+    label_l, inst_l = fuse(low, out)  # full-res background + low-res masks
+    label_f, inst_f = fuse(Masks(low.masks, low.boxes, low.scores, low.areas), ref)
+    np.testing.assert_array_equal(label_l, label_f)
+    np.testing.assert_array_equal(inst_l, inst_f)

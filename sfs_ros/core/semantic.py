@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
-from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError, check_rgb_image
+from sfs_ros.core.frame import UNLABELED_CLASS, Labels, MaskGrid, Masks, SfsError, check_rgb_image
 from sfs_ros.core.labeler import Labeler, LabelingCancelled, TextBank
 from sfs_ros.core.vocabulary import VocabClass, Vocabulary, load_vocabulary, palette_for
 from sfs_ros.core.weights import WeightsMissingError, weights_dir
@@ -151,6 +151,49 @@ def vote(
     owner *= num_classes
     owner += semantic.reshape(-1).astype(np.intp, copy=False)[flat]  # mask * K + class
     counts = np.bincount(owner, minlength=n * num_classes).reshape(n, num_classes)
+    return _ranked(counts, k)
+
+
+def vote_low_res(
+    low: np.ndarray, grid: MaskGrid, semantic: np.ndarray, num_classes: int, topk: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`vote` of the upsampled masks `grid.upsample(low)`, without upsampling them.
+
+    The class map is histogrammed once per low-res cell (how many image pixels of each class
+    each cell stands for); each mask's histogram is then the sum over its cells. Same results
+    as vote() on the upsampled masks; cost grows with the masks' low-res cells times the
+    classes per cell, not with their image pixels.
+    """
+    if low.ndim != 3 or low.dtype != np.bool_ or low.shape[1:] != grid.shape:
+        raise SfsError(f"low-res masks must be (N, {grid.shape[0]}, {grid.shape[1]}) bool, got "
+                       f"{low.shape} {low.dtype}")
+    if semantic.shape != grid.image_shape or not np.issubdtype(semantic.dtype, np.integer):
+        raise SfsError(f"semantic must be an integer {grid.image_shape} map, got "
+                       f"{semantic.shape} {semantic.dtype}")
+    if num_classes < 1 or topk < 1:
+        raise SfsError("num_classes and topk must be >= 1")
+    if semantic.size and (semantic.min() < 0 or semantic.max() >= num_classes):
+        raise SfsError(f"semantic class ids must lie in [0, {num_classes}), got "
+                       f"[{semantic.min()}, {semantic.max()}]")
+    n, cells = low.shape[0], grid.shape[0] * grid.shape[1]
+    cell_of_pixel = grid.rows[:, None] * grid.shape[1] + grid.cols[None, :]  # (H, W)
+    keys = cell_of_pixel * num_classes + semantic.astype(np.intp, copy=False)
+    hist = np.bincount(keys.reshape(-1), minlength=cells * num_classes).reshape(cells, num_classes)
+    nz_cell, nz_class = np.nonzero(hist)  # sorted by cell: a CSR view of the histogram
+    nz_count = hist[nz_cell, nz_class]
+    per_cell = np.bincount(nz_cell, minlength=cells)
+    first = np.cumsum(per_cell) - per_cell
+    flat = np.flatnonzero(low)
+    owner, cell = np.divmod(flat, cells)
+    reps = per_cell[cell]  # histogram entries of each covered cell
+    starts = np.repeat(first[cell] - (np.cumsum(reps) - reps), reps) + np.arange(reps.sum())
+    counts = np.bincount(np.repeat(owner, reps) * num_classes + nz_class[starts],
+                         weights=nz_count[starts], minlength=n * num_classes)
+    return _ranked(np.rint(counts).astype(np.int64).reshape(n, num_classes), min(topk, num_classes))
+
+
+def _ranked(counts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """vote()'s outputs from per-mask class pixel counts (N, K)."""
     area = counts.sum(axis=1)
     # stable sort of -counts: equal counts keep ascending class order, so the lower id wins
     top_ids = np.argsort(-counts, axis=1, kind="stable")[:, :k]
@@ -375,9 +418,14 @@ class SemanticVoteLabeler:
         if cancelled():
             raise LabelingCancelled("labeling cancelled")
         semantic = self.predict(image)
-        class_ids, shares, top_ids, top_shares = vote(
-            masks.masks, semantic, self.num_classes, self.config.topk
-        )
+        if masks.low_res is not None:  # no full-resolution masks needed
+            class_ids, shares, top_ids, top_shares = vote_low_res(
+                masks.low_res, masks.grid, semantic, self.num_classes, self.config.topk
+            )
+        else:
+            class_ids, shares, top_ids, top_shares = vote(
+                masks.masks, semantic, self.num_classes, self.config.topk
+            )
         class_ids[shares < self.threshold] = UNLABELED_CLASS
         return Labels(class_ids, shares, top_ids, top_shares, background=semantic.astype(np.uint16))
 
