@@ -314,16 +314,24 @@ def section_lowres(args, image, out, notes, random_flags) -> None:
         segs = {res: segmenter(args, max_det=det, mask_resolution=res) for res in ("full", "low")}
         random_flags.append(segs["full"].random_weights)
         for name, frame in frames.items():
-            times = {}
-            for res, seg in segs.items():
-                log(f"section 5: {name} max_det {det} {res}")
-                masks = seg.segment(frame)
-                ids = np.arange(len(masks), dtype=np.int32) % 80
-                labels = Labels(ids, np.ones(len(ids), np.float32), ids[:, None],
-                                np.ones((len(ids), 1), np.float32))
-                t_seg = timed(lambda: seg.segment(frame), args.repeat)
-                t_fuse = timed(lambda: fuse(masks, labels), args.repeat)  # low: never materialises
-                times[res] = (len(masks), t_seg, t_fuse)
+            log(f"section 5: {name} max_det {det}")
+            masks = {res: seg.segment(frame) for res, seg in segs.items()}  # also the warm-up
+            labels = {}
+            for res, m in masks.items():
+                ids = np.arange(len(m), dtype=np.int32) % 80
+                labels[res] = Labels(ids, np.ones(len(ids), np.float32), ids[:, None],
+                                     np.ones((len(ids), 1), np.float32))
+            samples = {(res, stage): [] for res in segs for stage in ("segment", "fuse")}
+            for _ in range(max(1, args.repeat)):  # full and low alternate: load drift hits both
+                for res, seg in segs.items():
+                    t0 = time.perf_counter()
+                    seg.segment(frame)
+                    t1 = time.perf_counter()
+                    fuse(masks[res], labels[res])  # low: paints on the grid, never materialises
+                    samples[(res, "segment")].append(t1 - t0)
+                    samples[(res, "fuse")].append(time.perf_counter() - t1)
+            times = {res: (len(masks[res]), statistics.median(samples[(res, "segment")]),
+                           statistics.median(samples[(res, "fuse")])) for res in segs}
             agree = agreement(segs["full"].segment(frame), segs["low"].segment(frame))
             rows.append((name, det, times, agree))
         del segs
