@@ -60,6 +60,10 @@ def test_defaults_agree_with_the_core():
     assert params.PRESETS == PRESETS
     assert (d["model"], d["imgsz"], d["conf"], d["iou"], d["retina_masks"], d["min_mask_area"]) == (
         seg.model, seg.imgsz, seg.conf, seg.iou, seg.retina_masks, seg.min_area)
+    from sfs_ros.core.segmenter import MASK_RESOLUTIONS
+
+    assert d["mask_resolution"] == seg.mask_resolution
+    assert params.BY_NAME["mask_resolution"].choices == MASK_RESOLUTIONS
     assert (d["clip_model"], d["clip_pretrained"], d["score_threshold"], d["topk"]) == (
         lab.clip_model, lab.pretrained, lab.threshold, lab.topk)
     from sfs_ros.core.labeler import LABELING_MODES

@@ -474,6 +474,7 @@ class SfsNode(LifecycleNode):
             seg_config = SegmenterConfig(
                 model=values["model"], imgsz=values["imgsz"], conf=values["conf"],
                 iou=values["iou"], max_det=values["max_det"], retina_masks=values["retina_masks"],
+                mask_resolution=values["mask_resolution"],
                 half=values["half"], device=values["device"], min_area=values["min_mask_area"],
                 random_weights=random,
             )

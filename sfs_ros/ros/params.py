@@ -276,6 +276,12 @@ PARAMS: tuple[Param, ...] = (
     Param("min_mask_area", 100, "Masks with fewer pixels are dropped.", range=(1, 1 << 30)),
     Param("retina_masks", True,
           "Masks from full-resolution prototypes (sharper edges, slower)."),
+    Param("mask_resolution", "full",
+          "full: every mask upsampled to the image by FastSAM (sharpest edges); low: masks stay on "
+          "FastSAM's prototype grid (network input / 4), the label and instance images are "
+          "painted there and upsampled once, full-size masks are built only where needed "
+          "(BENCHMARKS.md: agreement and speed).",
+          choices=("full", "low")),
     Param("random_weights", False,
           "Run both models with random (untrained) weights: for tests and demos without "
           "checkpoints. Labels are meaningless; every output says random_weights."),
