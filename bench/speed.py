@@ -7,8 +7,8 @@ Random weights unless weights are on disk (same compute cost). Sections:
   2. Labeler.label cost at 1/10/50/200 masks, crop vs dense mode
   3. Labeler.label cost vs vocabulary size (19/150/847 classes), with and without pruning
   4. FastSAM segment time vs imgsz, FastSAM-s and FastSAM-x
-  5. segment() + fuse() with full-res vs low-res (prototype grid) mask post-processing, 640x480
-     and 1920x1080, and the pixel agreement of the two label images
+  5. segment() + fuse() with full-res vs grid (mask_resolution low / network) post-processing,
+     640x480 and 1920x1080, and the pixel agreement of the label images
 Prints one markdown block (command, machine, versions, thread count, then a table per
 section). Times are medians of `--repeat` calls after one warm-up call; ratios are taken
 within the same run, so compare those across machines rather than absolute times.
@@ -301,17 +301,66 @@ def agreement(full, low) -> dict[str, float]:
             "coverage": float(((inst_o > 0) == (inst_f > 0)).mean())}
 
 
+def shape_agreement(frame: np.ndarray, factor: int, imgsz: int = 640, segments: int = 60) -> float:
+    """Label agreement of the two post-processing paths on REAL object outlines.
+
+    Random-weight FastSAM masks are boxes, whose straight edges flatter nearest upsampling.
+    Here the masks are the frame's Felzenszwalb segments (curved, image-driven outlines, the
+    `segments` largest); each becomes prototype-grid logits (its signed distance map, area-
+    averaged onto the grid), then goes through Ultralytics' full path (bilinear x4, letterbox
+    crop, bilinear to the image, > 0) and through ours (bilinear x `factor`, > 0 on that grid,
+    nearest upsampling of the fused images). Same paint order (full areas), every mask its own
+    id. Real FastSAM masks (32 smooth prototypes) are smoother than these segments, so this is
+    closer to a worst case than the random-weight figure is.
+    """
+    import torch.nn.functional as F
+    from skimage.segmentation import felzenszwalb
+    from ultralytics.utils.ops import scale_masks
+
+    from sfs_ros.core.frame import Labels, MaskGrid, Masks
+    from sfs_ros.core.fusion import fuse
+
+    h, w = frame.shape[:2]
+    gain = imgsz / max(h, w)
+    net = (-(-round(h * gain) // 32) * 32, -(-round(w * gain) // 32) * 32)  # rect letterbox
+    proto = MaskGrid.letterbox((h, w), net, (net[0] // 4, net[1] // 4))
+    seg = felzenszwalb(frame, scale=400, sigma=0.8, min_size=200)
+    ids, counts = np.unique(seg, return_counts=True)
+    ids = ids[np.argsort(-counts)][:segments]
+    # image -> letterboxed prototype grid: each signed distance map resized into the content area
+    top, left = int(round(proto.offset[0])), int(round(proto.offset[1]))
+    ch, cw = round(h * proto.scale[0]), round(w * proto.scale[1])
+    logits = np.full((len(ids), *proto.shape), -1e3, np.float32)
+    for i, k in enumerate(ids):
+        inside = (seg == k).astype(np.uint8)
+        sdf = cv2.distanceTransform(inside, cv2.DIST_L2, 3) - cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
+        logits[i, top:top + ch, left:left + cw] = cv2.resize(sdf, (cw, ch), interpolation=cv2.INTER_AREA)
+    t = torch.from_numpy(logits)[None]
+    full = scale_masks(F.interpolate(t, scale_factor=4, mode="bilinear"), (h, w))[0].numpy() > 0
+    low = (F.interpolate(t, scale_factor=factor, mode="bilinear") if factor > 1 else t)[0].numpy() > 0
+    grid = MaskGrid.letterbox((h, w), net, low.shape[1:])
+    n = len(ids)
+    labels = Labels(np.arange(n, dtype=np.int32), np.ones(n, np.float32),
+                    np.arange(n, dtype=np.int32)[:, None], np.ones((n, 1), np.float32))
+    areas = full.sum(axis=(1, 2)).astype(np.int64)
+    label_f, _ = fuse(Masks(full, np.zeros((n, 4), np.int32), np.ones(n, np.float32), areas), labels)
+    label_l, _ = fuse(Masks.from_low_res(low, grid, grid.boxes(low), np.ones(n, np.float32), areas), labels)
+    return float((label_f == label_l).mean())
+
+
 def section_lowres(args, image, out, notes, random_flags) -> None:
-    """segment() + fuse() with masks upsampled one by one vs painted at prototype resolution."""
+    """segment() + fuse() with masks upsampled one by one vs painted on a grid and upsampled once."""
     from sfs_ros.core.frame import Labels
     from sfs_ros.core.fusion import fuse
+    from sfs_ros.core.segmenter import GRID_FACTORS
 
     frames = {"640x480": image,
               "1920x1080": np.ascontiguousarray(cv2.resize(skimage.data.astronaut(), (1920, 1080),
                                                            interpolation=cv2.INTER_CUBIC))}
+    modes = ("full", "low", "network")
     rows = []
     for det in args.lowres_masks:
-        segs = {res: segmenter(args, max_det=det, mask_resolution=res) for res in ("full", "low")}
+        segs = {res: segmenter(args, max_det=det, mask_resolution=res) for res in modes}
         random_flags.append(segs["full"].random_weights)
         for name, frame in frames.items():
             log(f"section 5: {name} max_det {det}")
@@ -322,34 +371,41 @@ def section_lowres(args, image, out, notes, random_flags) -> None:
                 labels[res] = Labels(ids, np.ones(len(ids), np.float32), ids[:, None],
                                      np.ones((len(ids), 1), np.float32))
             samples = {(res, stage): [] for res in segs for stage in ("segment", "fuse")}
-            for _ in range(max(1, args.repeat)):  # full and low alternate: load drift hits both
+            for _ in range(max(1, args.repeat)):  # the modes alternate: load drift hits all alike
                 for res, seg in segs.items():
                     t0 = time.perf_counter()
                     seg.segment(frame)
                     t1 = time.perf_counter()
-                    fuse(masks[res], labels[res])  # low: paints on the grid, never materialises
+                    fuse(masks[res], labels[res])  # grid modes paint on the grid, never materialise
                     samples[(res, "segment")].append(t1 - t0)
                     samples[(res, "fuse")].append(time.perf_counter() - t1)
-            times = {res: (len(masks[res]), statistics.median(samples[(res, "segment")]),
-                           statistics.median(samples[(res, "fuse")])) for res in segs}
-            agree = agreement(segs["full"].segment(frame), segs["low"].segment(frame))
-            rows.append((name, det, times, agree))
+            for res in modes:
+                seg_s = statistics.median(samples[(res, "segment")])
+                fuse_s = statistics.median(samples[(res, "fuse")])
+                agree = agreement(masks["full"], masks[res]) if res != "full" else None
+                rows.append((name, det, res, len(masks[res]), seg_s, fuse_s, agree))
         del segs
-    out.append(f"### 5. Low-res vs full-res mask post-processing (FastSAM-s, imgsz 640, conf 0)\n")
-    out.append("| frame | max_det | masks full/low | full: segment ms | full: fuse ms | low: segment ms | "
-               "low: fuse ms | **full / low (segment + fuse)** | label agreement | label agreement "
-               "(own order) | coverage agreement |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, det, t, a in rows:
-        full, low = t["full"], t["low"]
-        ratio = (full[1] + full[2]) / (low[1] + low[2])
-        out.append(f"| {name} | {det} | {full[0]}/{low[0]} | {ms(full[1])} | {ms(full[2])} | {ms(low[1])} | "
-                   f"{ms(low[2])} | **{ratio:.2f}x** | {100 * a['label']:.2f}% | {100 * a['own']:.2f}% | "
-                   f"{100 * a['coverage']:.2f}% |")
-    notes.append("section 5: agreement = share of pixels "
-                 "with the same value in the two label images, every mask its own class id, low masks "
-                 "matched to the full mask of highest IoU; 'label' paints both in the full path's area "
-                 "order, 'own order' uses each path's own areas (equal-size masks may swap order)")
+    out.append("### 5. Mask post-processing: full resolution vs painted on a grid and upsampled once "
+               "(FastSAM-s, imgsz 640, conf 0)\n")
+    out.append("| frame | max_det | mask_resolution | masks | segment ms | fuse ms | segment + fuse ms | "
+               "**full / this** | label agreement | label agreement (own order) | coverage agreement |")
+    out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base = {}
+    for name, det, res, n, seg_s, fuse_s, a in rows:
+        total = seg_s + fuse_s
+        base.setdefault((name, det), total)
+        pct = (lambda key: f"{100 * a[key]:.2f}%") if a else (lambda key: "-")
+        out.append(f"| {name} | {det} | {res} | {n} | {ms(seg_s)} | {ms(fuse_s)} | {ms(total)} | "
+                   f"**{base[(name, det)] / total:.2f}x** | {pct('label')} | {pct('own')} | {pct('coverage')} |")
+    out.append("\nLabel agreement with the full path on real object outlines (60 largest Felzenszwalb "
+               "segments of the frame as prototype logits, `shape_agreement`):")
+    for name, frame in frames.items():
+        out.append(f"{name}: " + ", ".join(f"{res} **{100 * shape_agreement(frame, GRID_FACTORS[res]):.2f}%**"
+                                           for res in ("low", "network")))
+    notes.append("section 5: agreement = share of pixels with the same value in the two label images, every "
+                 "mask its own class id, grid masks matched to the full mask of highest IoU; 'label' paints "
+                 "both in the full path's area order, 'own order' uses each path's own areas (equal-size "
+                 "masks may swap order); random-weight masks are box-shaped, see the real-outline line")
     out.append("")
 
 

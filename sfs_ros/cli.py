@@ -54,8 +54,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-retina", action="store_true", help="masks from low-resolution prototypes (faster)")
     g.add_argument("--mask-resolution", choices=MASK_RESOLUTIONS, default=seg.mask_resolution,
                    help="full: every mask upsampled to the image; low: masks stay on FastSAM's "
-                        "prototype grid (input / 4), label and instance images upsampled once "
-                        "(faster with many masks or large frames, blockier edges)")
+                        "prototype grid (network input / 4), label and instance images upsampled "
+                        "once (faster with many masks or large frames, blockier edges); network: "
+                        "the same on the network input grid (finer edges, for frames > imgsz)")
     g.add_argument("--half", action="store_true", help="fp16 on CUDA")
     g.add_argument("--threshold", type=float, default=lab.threshold, help="below this a mask stays unlabeled")
     g.add_argument("--topk", type=int, default=lab.topk)

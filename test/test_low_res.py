@@ -18,17 +18,17 @@ import torch
 from sfs_ros.core.frame import (UNLABELED, UNLABELED_CLASS, InstanceRecord, InvalidImageError,
                                 Labels, MaskGrid, Masks, SfsError)
 from sfs_ros.core.fusion import FusionError, fuse
-from sfs_ros.core.segmenter import Segmenter, SegmenterConfig, boxes_from_masks
+from sfs_ros.core.segmenter import GRID_FACTORS, Segmenter, SegmenterConfig, boxes_from_masks
 from sfs_ros.core.vocabulary import load_vocabulary
 
 AGREEMENT = 0.99  # the issue's bound for low-res vs full-res post-processing
 
 
-@pytest.fixture(scope="module")
-def pair():
-    """Full and low segmenters, same random checkpoint and settings; conf 0 fills max_det."""
+@pytest.fixture(scope="module", params=["low", "network"])
+def pair(request):
+    """Full and grid segmenters, same random checkpoint and settings; conf 0 fills max_det."""
     config = SegmenterConfig(random_weights=True, device="cpu", max_det=30, imgsz=320, conf=0.0)
-    return Segmenter(config), Segmenter(dataclasses.replace(config, mask_resolution="low"))
+    return Segmenter(config), Segmenter(dataclasses.replace(config, mask_resolution=request.param))
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +125,13 @@ def test_default_is_full_resolution(segmenter, photo):
     assert masks.masks.shape == (len(masks), *photo.shape[:2])
 
 
-def test_low_masks_stay_low_and_describe_their_upsampled_masks(both, photo):
+def test_low_masks_stay_low_and_describe_their_upsampled_masks(pair, both, photo):
     _, low = both
     assert low.low_res is not None and not low.materialised
     n = len(low)
     assert 0 < n <= 30 and low.low_res.dtype == bool
-    assert low.low_res.shape == (n, 56, 80)  # 400 x 600 letterboxed to 224 x 320, / 4
+    factor = GRID_FACTORS[pair[1].config.mask_resolution]
+    assert low.low_res.shape == (n, 56 * factor, 80 * factor)  # 400 x 600 -> 224 x 320, / 4
     assert low.image_shape == photo.shape[:2] and low.boxes.dtype == np.int32
     full_res = low.masks  # materialised now, and cached
     assert low.materialised and low.masks is full_res

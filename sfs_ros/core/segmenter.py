@@ -35,7 +35,12 @@ os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
 
 log = logging.getLogger("sfs_ros.segmenter")
 
-MASK_RESOLUTIONS = ("full", "low")
+#: "full": Ultralytics upsamples every mask to the image. Otherwise masks stay on a grid over the
+#: letterboxed network input, painted there and upsampled once: "low" = FastSAM's prototype grid
+#: (network input / 4), "network" = the network input itself (prototype logits upsampled x4
+#: bilinear first, as Ultralytics' non-retina path does; pays off for frames larger than imgsz).
+MASK_RESOLUTIONS = ("full", "low", "network")
+GRID_FACTORS = {"low": 1, "network": 4}
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class SegmenterConfig:
     # "full": every mask upsampled to the image size by Ultralytics (bilinear on the logits).
     # "low": masks stay on FastSAM's prototype grid (network input / 4); fusion paints there and
     # upsamples the label and instance images once (nearest), full-size masks only on demand.
+    # "network": the same on the network input grid (4x finer than "low"; see MASK_RESOLUTIONS).
     # retina_masks only matters for "full".
     mask_resolution: str = "full"
     half: bool = False  # fp16, CUDA only
@@ -141,31 +147,36 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
 
 
-_LOW_RES_PREDICTOR: type | None = None
+_GRID_PREDICTORS: dict[int, type] = {}
 
 
-def low_res_predictor() -> type:
-    """FastSAM's predictor with the masks left on the prototype grid (no per-mask upsampling).
+def low_res_predictor(factor: int = 1) -> type:
+    """FastSAM's predictor with the masks left on a grid over the network input, `factor` times
+    the prototype grid (1: the prototypes themselves, no upsampling; 4: the network input).
 
-    Same NMS, same boxes (scaled to the image), same mask logits thresholded at 0 and cropped to
-    the box (by cell centre), as Ultralytics' `process_mask(upsample=False)`; each Results carries
-    `net_shape`, the letterboxed network input (h, w) the MaskGrid is derived from.
+    Same NMS, same boxes (scaled to the image), same mask logits (bilinear-upsampled by
+    `factor`) thresholded at 0 and cropped to the box (by cell centre), as Ultralytics'
+    `process_mask`; each Results carries `net_shape`, the letterboxed network input (h, w) the
+    MaskGrid is derived from.
     """
-    global _LOW_RES_PREDICTOR
-    if _LOW_RES_PREDICTOR is None:
+    if factor not in _GRID_PREDICTORS:
+        import torch.nn.functional as F
         from ultralytics.engine.results import Results
         from ultralytics.models.fastsam import FastSAMPredictor
         from ultralytics.utils import ops
 
-        class LowResFastSAMPredictor(FastSAMPredictor):
+        class GridFastSAMPredictor(FastSAMPredictor):
             def construct_result(self, pred, img, orig_img, img_path, proto):
                 masks = None
                 if pred.shape[0]:
                     c, mh, mw = proto.shape
                     logits = (pred[:, 6:] @ proto.float().view(c, -1)).view(-1, mh, mw)
+                    if factor > 1:
+                        logits = F.interpolate(logits[None], scale_factor=factor, mode="bilinear")[0]
                     ih, iw = img.shape[2:]
-                    ratios = pred.new_tensor([mw / iw, mh / ih, mw / iw, mh / ih])
-                    # crop by pixel centre (c + 0.5 inside the box), which is what the full path's
+                    gh, gw = logits.shape[1:]
+                    ratios = pred.new_tensor([gw / iw, gh / ih, gw / iw, gh / ih])
+                    # crop by cell centre (i + 0.5 inside the box), which is what the full path's
                     # crop at image resolution amounts to; Ultralytics' crop_mask tests the left
                     # edge, which at 4-8 image pixels per cell shrinks every mask by half a cell
                     masks = ops.crop_mask(logits.gt_(0.0).byte(), pred[:, :4] * ratios - 0.5)
@@ -176,8 +187,9 @@ def low_res_predictor() -> type:
                 result.net_shape = tuple(int(v) for v in img.shape[2:])
                 return result
 
-        _LOW_RES_PREDICTOR = LowResFastSAMPredictor
-    return _LOW_RES_PREDICTOR
+        GridFastSAMPredictor.__name__ = GridFastSAMPredictor.__qualname__ = f"GridFastSAMPredictor{factor}"
+        _GRID_PREDICTORS[factor] = GridFastSAMPredictor
+    return _GRID_PREDICTORS[factor]
 
 
 class Segmenter:
@@ -204,14 +216,14 @@ class Segmenter:
     def segment(self, image: np.ndarray) -> Masks:
         """All masks of an RGB image over the image, min_area filtering applied.
 
-        mask_resolution "full": (N, H, W) masks from Ultralytics. "low": masks on the prototype
-        grid (Masks.from_low_res); areas and boxes are those of the nearest-upsampled masks, so
-        min_area applies to the same pixel counts the label image will show.
+        mask_resolution "full": (N, H, W) masks from Ultralytics. "low" / "network": masks on
+        the prototype / network-input grid (Masks.from_low_res); areas and boxes are those of the
+        nearest-upsampled masks, so min_area applies to the pixel counts the label image shows.
         """
         image = check_rgb_image(image)
         h, w = image.shape[:2]
         cfg = self.config
-        low = cfg.mask_resolution == "low"
+        low = cfg.mask_resolution != "full"
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         threads = torch.get_num_threads()  # Ultralytics' device setup lowers it to cores - 1
         with on_stream(self.stream), torch.inference_mode(), _restore_threads(threads):
@@ -225,7 +237,7 @@ class Segmenter:
                 retina_masks=cfg.retina_masks,
                 half=self.half,
                 verbose=False,
-                predictor=low_res_predictor() if low else None,
+                predictor=low_res_predictor(GRID_FACTORS[cfg.mask_resolution]) if low else None,
             )[0]
             if result.masks is None or len(result.masks) == 0:
                 return Masks.empty(h, w)
