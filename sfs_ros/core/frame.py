@@ -67,7 +67,8 @@ class MaskGrid:
     pixel i spans [i, i + 1) in both). Upsampling is nearest neighbour at image pixel centres,
     so every image pixel takes exactly one low-res pixel (`rows`, `cols`), and everything
     computed from the low-res masks here (areas, boxes, crops, pooling) is exact for the
-    upsampled masks. FastSAM's grid is its prototype grid: the letterboxed network input / 4.
+    upsampled masks. FastSAM's grids lie over the letterboxed network input: the prototype
+    grid (input / 4, mask_resolution "low") or the input itself ("network").
     """
 
     image_shape: tuple[int, int]  # (H, W) of the image
@@ -164,7 +165,7 @@ class Masks:
 
     Two representations behind one contract. Built with `Masks(masks, boxes, scores, areas)` it
     holds full-resolution (N, H, W) masks. Built with `Masks.from_low_res(low, grid, ...)` it
-    holds (N, h, w) masks on a `MaskGrid` (FastSAM's prototype grid) and `masks` upsamples them
+    holds (N, h, w) masks on a `MaskGrid` (see mask_resolution) and `masks` upsamples them
     (nearest neighbour) on first access, then keeps the result; boxes and areas are those of
     the upsampled masks, exactly, without upsampling. Consumers that can work at low resolution
     read `low_res` and `grid` and never force the full-resolution stack.
