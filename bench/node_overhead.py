@@ -27,7 +27,6 @@ import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 import skimage.data  # noqa: E402
 import torch  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -37,7 +36,7 @@ from std_msgs.msg import Header  # noqa: E402
 from sfs_ros.core.frame import Frame  # noqa: E402
 from sfs_ros.core.pipeline import Pipeline  # noqa: E402
 from sfs_ros.ros import convert  # noqa: E402
-from sfs_ros.ros.node import SfsNode  # noqa: E402
+from sfs_ros.ros.node import SfsExecutor, SfsNode  # noqa: E402
 
 
 def main() -> None:
@@ -57,7 +56,7 @@ def main() -> None:
         Parameter("input_reliability", value="reliable"), Parameter("image_topics", value=["image"]),
     ])
     tester = rclpy.create_node("bench_tester")
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = SfsExecutor(num_threads=4)
     executor.add_node(node)
     executor.add_node(tester)
     threading.Thread(target=executor.spin, daemon=True).start()

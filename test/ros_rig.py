@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -21,7 +20,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
 from sfs_ros.ros import convert
-from sfs_ros.ros.node import SfsNode
+from sfs_ros.ros.node import SfsExecutor, SfsNode
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 FRAME_TIMEOUT = 40.0  # one frame takes ~1.5 s on 2 CPU cores; generous for loaded machines
@@ -46,7 +45,7 @@ def running_node(namespace: str, overrides: dict[str, Any], tester_name: str,
     node = SfsNode(node_name=node_name, namespace=namespace, context=context,
                    parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     tester = rclpy.create_node(tester_name, namespace=namespace, context=context)
-    executor = MultiThreadedExecutor(num_threads=threads, context=context)
+    executor = SfsExecutor(num_threads=threads, context=context)
     executor.add_node(node)
     executor.add_node(tester)
     spinner = threading.Thread(target=executor.spin, daemon=True)

@@ -41,7 +41,7 @@ from ros_rig import (
 )
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros.naming import camera_name, output_namespaces
-from sfs_ros.ros.node import SfsNode
+from sfs_ros.ros.node import SfsExecutor, SfsNode
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "/sfs_test"
@@ -93,7 +93,7 @@ class Harness:
             parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
         )
         self.tester = rclpy.create_node("sfs_tester", namespace=NS, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SfsExecutor(num_threads=4, context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.tester)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

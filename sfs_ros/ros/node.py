@@ -62,6 +62,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.exceptions import InvalidHandle
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -289,6 +290,23 @@ QOS_LATCHED = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+
+
+class SfsExecutor(MultiThreadedExecutor):
+    """A MultiThreadedExecutor that survives subscriptions destroyed while it waits.
+
+    rclpy (Kilted) guards taking from a subscription or service whose handle was destroyed
+    meanwhile, but not taking from a QoS event handler: deactivating the node (which destroys
+    its subscriptions and their event handlers) while the executor waits can raise
+    `InvalidHandle` there, and that ends `spin()` for good: a deaf node that still runs (seen in
+    test_lifecycle_cycles_leak_no_threads_or_memory). Spin SfsNode with this executor.
+    """
+
+    def _take_waitable(self, waitable: Any) -> Any:
+        try:
+            return super()._take_waitable(waitable)
+        except InvalidHandle:
+            return None  # destroyed meanwhile: nothing to do (the executor expects None then)
 
 
 # ---------------------------------------------------------------------- the node
@@ -960,7 +978,7 @@ def _run(argv: list[str], fast_exit: bool) -> int:
         rclpy.try_shutdown()
         return 2
     log = node.get_logger()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = SfsExecutor(num_threads=4)
     executor.add_node(node)
 
     def spin() -> None:
