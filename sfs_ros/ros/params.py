@@ -280,8 +280,9 @@ PARAMS: tuple[Param, ...] = (
           "full: every mask upsampled to the image by FastSAM (sharpest edges); low: masks stay on "
           "FastSAM's prototype grid (network input / 4), the label and instance images are "
           "painted there and upsampled once, full-size masks are built only where needed "
-          "(BENCHMARKS.md: agreement and speed).",
-          choices=("full", "low")),
+          "(fastest; edges move by up to half a cell); network: the same on the network-input "
+          "grid (for frames larger than imgsz). BENCHMARKS.md: speed and agreement.",
+          choices=("full", "low", "network")),
     Param("random_weights", False,
           "Run both models with random (untrained) weights: for tests and demos without "
           "checkpoints. Labels are meaningless; every output says random_weights."),
