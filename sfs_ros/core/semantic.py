@@ -121,6 +121,18 @@ class SemanticBank:
 
 
 # ---------------------------------------------------------------------------------- voting
+def _check_semantic(semantic: np.ndarray, shape: tuple[int, ...], num_classes: int, topk: int) -> None:
+    """The class map a vote reads: integers in [0, num_classes) over the image `shape`."""
+    if semantic.shape != tuple(shape) or not np.issubdtype(semantic.dtype, np.integer):
+        raise SfsError(f"semantic must be an integer {tuple(shape)} map, got "
+                       f"{semantic.shape} {semantic.dtype}")
+    if num_classes < 1 or topk < 1:
+        raise SfsError("num_classes and topk must be >= 1")
+    if semantic.size and (semantic.min() < 0 or semantic.max() >= num_classes):
+        raise SfsError(f"semantic class ids must lie in [0, {num_classes}), got "
+                       f"[{semantic.min()}, {semantic.max()}]")
+
+
 def vote(
     masks: np.ndarray, semantic: np.ndarray, num_classes: int, topk: int = 3
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -134,14 +146,7 @@ def vote(
     """
     if masks.ndim != 3 or masks.dtype != np.bool_:
         raise SfsError(f"masks must be (N, H, W) bool, got {masks.shape} {masks.dtype}")
-    if semantic.shape != masks.shape[1:] or not np.issubdtype(semantic.dtype, np.integer):
-        raise SfsError(f"semantic must be an integer {masks.shape[1:]} map, got "
-                       f"{semantic.shape} {semantic.dtype}")
-    if num_classes < 1 or topk < 1:
-        raise SfsError("num_classes and topk must be >= 1")
-    if semantic.size and (semantic.min() < 0 or semantic.max() >= num_classes):
-        raise SfsError(f"semantic class ids must lie in [0, {num_classes}), got "
-                       f"[{semantic.min()}, {semantic.max()}]")
+    _check_semantic(semantic, masks.shape[1:], num_classes, topk)
     n, pixels = masks.shape[0], semantic.size
     k = min(topk, num_classes)
     flat = np.flatnonzero(masks)  # sorted, so each mask's pixels form one run
@@ -167,14 +172,7 @@ def vote_low_res(
     if low.ndim != 3 or low.dtype != np.bool_ or low.shape[1:] != grid.shape:
         raise SfsError(f"low-res masks must be (N, {grid.shape[0]}, {grid.shape[1]}) bool, got "
                        f"{low.shape} {low.dtype}")
-    if semantic.shape != grid.image_shape or not np.issubdtype(semantic.dtype, np.integer):
-        raise SfsError(f"semantic must be an integer {grid.image_shape} map, got "
-                       f"{semantic.shape} {semantic.dtype}")
-    if num_classes < 1 or topk < 1:
-        raise SfsError("num_classes and topk must be >= 1")
-    if semantic.size and (semantic.min() < 0 or semantic.max() >= num_classes):
-        raise SfsError(f"semantic class ids must lie in [0, {num_classes}), got "
-                       f"[{semantic.min()}, {semantic.max()}]")
+    _check_semantic(semantic, grid.image_shape, num_classes, topk)
     n, cells = low.shape[0], grid.shape[0] * grid.shape[1]
     cell_of_pixel = grid.rows[:, None] * grid.shape[1] + grid.cols[None, :]  # (H, W)
     keys = cell_of_pixel * num_classes + semantic.astype(np.intp, copy=False)
