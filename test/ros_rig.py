@@ -36,6 +36,25 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.05):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+class SpinningTester:
+    """A plain test node in its own context, spun by its own executor thread; close() ends it."""
+
+    def __init__(self, name: str, namespace: str = "") -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(name, namespace=namespace, context=self.context)
+        self.executor = SfsExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self.spinner.join(2.0)
+
+
 @contextlib.contextmanager
 def running_node(namespace: str, overrides: dict[str, Any], tester_name: str,
                  node_name: str = "sfs_node", threads: int = 4) -> Iterator[tuple[SfsNode, Any]]:

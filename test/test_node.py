@@ -2,26 +2,20 @@
 real FastSAM-s and CLIP ViT-B-32 architectures in random weights.
 
 In-process: one SfsNode (two cameras, one compressed, plus a third camera nobody feeds) and a
-test node share one executor for the whole module. Cross-process: `python -m sfs_ros.ros.node`
-in a child process, fed from this one, then stopped with SIGINT.
+test node share one executor for the whole module. The node as a child process:
+test_node_process.py; faults and bad input: test_node_faults.py.
 """
 from __future__ import annotations
 
 import array
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.event_handler import PublisherEventCallbacks
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -43,7 +37,6 @@ from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros.naming import camera_name, output_namespaces
 from sfs_ros.ros.node import SfsExecutor, SfsNode
 
-ROOT = Path(__file__).resolve().parents[1]
 NS = "/sfs_test"
 NODE = f"{NS}/sfs_node"
 VOCAB = ["cup, mug", "table", "floor"]
@@ -327,140 +320,6 @@ def test_deactivate_and_activate_again(ros):
     stamp = new_stamp()
     ros.pub_raw.publish(rgb_image(ros.picture, stamp))
     ros.out["cam0", "label_image"].with_stamp(stamp)
-
-
-# ---------------------------------------------------------------------- cross-process
-def test_node_process_end_to_end_and_sigint(photo, tmp_path):
-    picture = np.ascontiguousarray(photo[100:300, 150:450])  # 200 x 300
-    env = dict(os.environ, ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
-    ns = "/xproc"
-    cmd = [
-        sys.executable, "-m", "sfs_ros.ros.node", "--ros-args", "-r", f"__ns:={ns}",
-        "--params-file", str(ROOT / "config" / "sfs.yaml"),
-        "-p", "random_weights:=true", "-p", "device:=cpu", "-p", "imgsz:=320",
-        "-p", "max_det:=4", "-p", "vocabulary:=[cup, table, floor]",
-        "-p", "image_topics:=[camera/image_raw]", "-p", "labeling_mode:=dense",
-    ]
-    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with open(out, "w") as fout, open(err, "w") as ferr:
-        proc = subprocess.Popen(cmd, env=env, stdout=fout, stderr=ferr, cwd=tmp_path)
-    context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("xproc_tester", context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-
-    def alive():
-        if proc.poll() is not None:
-            raise AssertionError(f"node exited with {proc.returncode}:\n{err.read_text()[-3000:]}")
-        return True
-
-    try:
-        # default input QoS (best_effort, sensor data) with the loopback profile
-        pub = node.create_publisher(Image, f"{ns}/camera/image_raw",
-                                    QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
-        labels = Inbox(node, Image, f"{ns}/sfs_node/label_image")
-        instances = Inbox(node, InstanceArray, f"{ns}/sfs_node/instances")
-        info = Inbox(node, LabelInfo, f"{ns}/sfs_node/label_info", LATCHED)
-        wait_until(lambda: alive() and pub.get_subscription_count() >= 1, 90, "the node to subscribe")
-        wait_until(lambda: alive() and node.count_publishers(labels.topic) >= 1, 10, "label publisher")
-        sent = []
-        deadline = time.monotonic() + 60
-        while not labels.messages and time.monotonic() < deadline:  # best effort: send until heard
-            alive()
-            stamp = new_stamp()
-            sent.append((stamp.sec, stamp.nanosec))
-            pub.publish(rgb_image(picture, stamp))
-            time.sleep(0.5)
-        assert labels.messages, f"no label image from the node process:\n{err.read_text()[-3000:]}"
-        label = labels.messages[0]
-        assert (label.header.stamp.sec, label.header.stamp.nanosec) in sent
-        assert (label.encoding, label.height, label.width) == ("mono16", 200, 300)
-        assert label.header.frame_id == "cam_optical"
-        instances.with_stamp(label.header.stamp, timeout=10)
-        first = info.wait_for(lambda m: True, 10)
-        assert [c.name for c in first.classes] == ["cup", "table", "floor"]
-
-        # runtime vocabulary change through the parameter service (what `ros2 param set` does)
-        from rcl_interfaces.srv import SetParameters
-
-        client = node.create_client(SetParameters, f"{ns}/sfs_node/set_parameters")
-        assert client.wait_for_service(timeout_sec=10)
-        for value, ok in ((["road", "car, truck"], True), ([], False)):
-            request = SetParameters.Request(
-                parameters=[Parameter("vocabulary", Parameter.Type.STRING_ARRAY, value).to_parameter_msg()])
-            future = client.call_async(request)
-            wait_until(future.done, 10, "the set_parameters answer")
-            assert future.result().results[0].successful is ok, future.result().results[0].reason
-        info.wait_for(lambda m: [c.name for c in m.classes] == ["road", "car"], 30, "with the new classes")
-    finally:
-        alive_before_signal = proc.poll() is None
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            code = None
-        elapsed = time.monotonic() - t0
-        executor.shutdown(timeout_sec=2)
-        node.destroy_node()
-        context.try_shutdown()
-        spinner.join(2)
-    stderr = err.read_text()
-    assert alive_before_signal
-    assert code == 0, f"exit code {code}:\n{stderr[-3000:]}"
-    assert elapsed < 3.0, f"SIGINT took {elapsed:.1f} s"
-    assert "Traceback" not in stderr and "Traceback" not in out.read_text(), stderr[-3000:]
-    assert "shutting down" in stderr and "RANDOM weights" in stderr
-
-
-def test_node_process_without_autostart_and_with_missing_weights(tmp_path):
-    """--no-autostart leaves the node unconfigured (SIGTERM ends it with 0); a checkpoint that is
-    not there makes autostart fail with a plain message and exit code 1, without a traceback."""
-    env = dict(os.environ, ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
-    base = [sys.executable, "-m", "sfs_ros.ros.node"]
-    idle_err, failed_err = tmp_path / "idle.txt", tmp_path / "failed.txt"
-    with open(idle_err, "w") as f1, open(failed_err, "w") as f2:
-        idle = subprocess.Popen(base + ["--no-autostart", "--ros-args", "-r", "__ns:=/idle"],
-                                env=env, stdout=f1, stderr=subprocess.STDOUT)
-        failed = subprocess.Popen(
-            base + ["--ros-args", "-r", "__ns:=/failed", "-p", "device:=cpu",
-                    "-p", "model:=/nonexistent/FastSAM-s.pt"],
-            env=env, stdout=f2, stderr=subprocess.STDOUT)
-    context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("idle_tester", context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        diagnostics = Inbox(node, DiagnosticArray, "/diagnostics")
-        status, values = diagnostics_for(diagnostics, "/idle/sfs_node", "node", timeout=60)
-        assert values["state"] == "unconfigured" and status.level == DiagnosticStatus.OK
-        t0 = time.monotonic()
-        idle.send_signal(signal.SIGTERM)
-        assert idle.wait(timeout=10) == 0
-        assert time.monotonic() - t0 < 3.0
-        assert failed.wait(timeout=60) == 1
-    finally:
-        for proc in (idle, failed):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        executor.shutdown(timeout_sec=2)
-        node.destroy_node()
-        context.try_shutdown()
-        spinner.join(2)
-    idle_log, failed_log = idle_err.read_text(), failed_err.read_text()
-    assert "autostart off" in idle_log and "Traceback" not in idle_log, idle_log
-    assert "configure failed" in failed_log and "/nonexistent/FastSAM-s.pt" in failed_log, failed_log
-    assert "random_weights:=true" in failed_log and "Traceback" not in failed_log, failed_log
-
 
 
 def test_semantic_vote_mode_over_dds(photo):

@@ -1,4 +1,5 @@
-"""The node as a child process (`python -m sfs_ros.ros.node`): start-up errors and shutdown.
+"""The node as a child process (`python -m sfs_ros.ros.node`): start-up errors, end to end
+over DDS, shutdown.
 
 Start-up with a bad params file (`--ros-args --params-file F`).
 
@@ -15,10 +16,34 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from ros_rig import (
+    RELIABLE,
+    Inbox,
+    SpinningTester,
+    diagnostics_for,
+    new_stamp,
+    rgb_image,
+    wait_until,
+)
+from sfs_ros.msg import InstanceArray, LabelInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 #: id -> (parameters in the file, exit code, regular expression the output must contain)
 CASES: dict[str, tuple[dict, int, str]] = {
@@ -102,19 +127,6 @@ def test_sigterm_while_frames_are_in_flight_and_a_vocabulary_is_encoding(photo, 
     """SIGTERM while frames stream in and the 847-class ADE20K-full vocabulary is being encoded
     (about a minute of CLIP text encoder on this CPU): exit code 0 within 2 s, no traceback.
     The node runs with mask_resolution:=low (the parameter reaches the segmenter)."""
-    import threading
-
-    import cv2
-    import numpy as np
-    import rclpy
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
-    from rclpy.signals import SignalHandlerOptions
-    from sensor_msgs.msg import Image
-
-    from ros_rig import RELIABLE, Inbox, new_stamp, rgb_image, wait_until
-
     picture = np.ascontiguousarray(cv2.resize(photo, (160, 120)))
     ns = "/sigterm"
     env = dict(os.environ, ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
@@ -127,12 +139,8 @@ def test_sigterm_while_frames_are_in_flight_and_a_vocabulary_is_encoding(photo, 
              "-p", "image_topics:=[cam/image]", "-p", "input_reliability:=reliable",
              "-p", "mask_resolution:=low"],
             env=env, stdout=log, stderr=subprocess.STDOUT)
-    context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    tester = rclpy.create_node("sigterm_tester", context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
-    executor.add_node(tester)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinning = SpinningTester("sigterm_tester")
+    tester = spinning.node
     streaming = threading.Event()
 
     def alive():
@@ -181,12 +189,125 @@ def test_sigterm_while_frames_are_in_flight_and_a_vocabulary_is_encoding(photo, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        executor.shutdown(timeout_sec=2)
-        tester.destroy_node()
-        context.try_shutdown()
+        spinning.close()
     output = log_path.read_text()
     print(f"\nSIGTERM while encoding 847 classes, frames at 20 Hz: exit {code} in {elapsed:.2f} s")
     assert code == 0, f"exit code {code}:\n{output[-3000:]}"
     assert elapsed < 2.0, f"SIGTERM took {elapsed:.2f} s:\n{output[-2000:]}"
     assert "Traceback" not in output, output[-3000:]
     assert "still encoding" in output and "stopped in" in output, output[-2000:]
+
+
+# ---------------------------------------------------------------------- cross-process
+def test_node_process_end_to_end_and_sigint(photo, tmp_path):
+    picture = np.ascontiguousarray(photo[100:300, 150:450])  # 200 x 300
+    env = dict(os.environ, ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
+    ns = "/xproc"
+    cmd = [
+        sys.executable, "-m", "sfs_ros.ros.node", "--ros-args", "-r", f"__ns:={ns}",
+        "--params-file", str(ROOT / "config" / "sfs.yaml"),
+        "-p", "random_weights:=true", "-p", "device:=cpu", "-p", "imgsz:=320",
+        "-p", "max_det:=4", "-p", "vocabulary:=[cup, table, floor]",
+        "-p", "image_topics:=[camera/image_raw]", "-p", "labeling_mode:=dense",
+    ]
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "w") as fout, open(err, "w") as ferr:
+        proc = subprocess.Popen(cmd, env=env, stdout=fout, stderr=ferr, cwd=tmp_path)
+    tester = SpinningTester("xproc_tester")
+    node = tester.node
+
+    def alive():
+        if proc.poll() is not None:
+            raise AssertionError(f"node exited with {proc.returncode}:\n{err.read_text()[-3000:]}")
+        return True
+
+    try:
+        # default input QoS (best_effort, sensor data) with the loopback profile
+        pub = node.create_publisher(Image, f"{ns}/camera/image_raw",
+                                    QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        labels = Inbox(node, Image, f"{ns}/sfs_node/label_image")
+        instances = Inbox(node, InstanceArray, f"{ns}/sfs_node/instances")
+        info = Inbox(node, LabelInfo, f"{ns}/sfs_node/label_info", LATCHED)
+        wait_until(lambda: alive() and pub.get_subscription_count() >= 1, 90, "the node to subscribe")
+        wait_until(lambda: alive() and node.count_publishers(labels.topic) >= 1, 10, "label publisher")
+        sent = []
+        deadline = time.monotonic() + 60
+        while not labels.messages and time.monotonic() < deadline:  # best effort: send until heard
+            alive()
+            stamp = new_stamp()
+            sent.append((stamp.sec, stamp.nanosec))
+            pub.publish(rgb_image(picture, stamp))
+            time.sleep(0.5)
+        assert labels.messages, f"no label image from the node process:\n{err.read_text()[-3000:]}"
+        label = labels.messages[0]
+        assert (label.header.stamp.sec, label.header.stamp.nanosec) in sent
+        assert (label.encoding, label.height, label.width) == ("mono16", 200, 300)
+        assert label.header.frame_id == "cam_optical"
+        instances.with_stamp(label.header.stamp, timeout=10)
+        first = info.wait_for(lambda m: True, 10)
+        assert [c.name for c in first.classes] == ["cup", "table", "floor"]
+
+        # runtime vocabulary change through the parameter service (what `ros2 param set` does)
+        client = node.create_client(SetParameters, f"{ns}/sfs_node/set_parameters")
+        assert client.wait_for_service(timeout_sec=10)
+        for value, ok in ((["road", "car, truck"], True), ([], False)):
+            request = SetParameters.Request(
+                parameters=[Parameter("vocabulary", Parameter.Type.STRING_ARRAY, value).to_parameter_msg()])
+            future = client.call_async(request)
+            wait_until(future.done, 10, "the set_parameters answer")
+            assert future.result().results[0].successful is ok, future.result().results[0].reason
+        info.wait_for(lambda m: [c.name for c in m.classes] == ["road", "car"], 30, "with the new classes")
+    finally:
+        alive_before_signal = proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+        elapsed = time.monotonic() - t0
+        tester.close()
+    stderr = err.read_text()
+    assert alive_before_signal
+    assert code == 0, f"exit code {code}:\n{stderr[-3000:]}"
+    assert elapsed < 3.0, f"SIGINT took {elapsed:.1f} s"
+    assert "Traceback" not in stderr and "Traceback" not in out.read_text(), stderr[-3000:]
+    assert "shutting down" in stderr and "RANDOM weights" in stderr
+
+
+def test_node_process_without_autostart_and_with_missing_weights(tmp_path):
+    """--no-autostart leaves the node unconfigured (SIGTERM ends it with 0); a checkpoint that is
+    not there makes autostart fail with a plain message and exit code 1, without a traceback."""
+    env = dict(os.environ, ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
+    base = [sys.executable, "-m", "sfs_ros.ros.node"]
+    idle_err, failed_err = tmp_path / "idle.txt", tmp_path / "failed.txt"
+    with open(idle_err, "w") as f1, open(failed_err, "w") as f2:
+        idle = subprocess.Popen(base + ["--no-autostart", "--ros-args", "-r", "__ns:=/idle"],
+                                env=env, stdout=f1, stderr=subprocess.STDOUT)
+        failed = subprocess.Popen(
+            base + ["--ros-args", "-r", "__ns:=/failed", "-p", "device:=cpu",
+                    "-p", "model:=/nonexistent/FastSAM-s.pt"],
+            env=env, stdout=f2, stderr=subprocess.STDOUT)
+    tester = SpinningTester("idle_tester")
+    node = tester.node
+    try:
+        diagnostics = Inbox(node, DiagnosticArray, "/diagnostics")
+        status, values = diagnostics_for(diagnostics, "/idle/sfs_node", "node", timeout=60)
+        assert values["state"] == "unconfigured" and status.level == DiagnosticStatus.OK
+        t0 = time.monotonic()
+        idle.send_signal(signal.SIGTERM)
+        assert idle.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 3.0
+        assert failed.wait(timeout=60) == 1
+    finally:
+        for proc in (idle, failed):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        tester.close()
+    idle_log, failed_log = idle_err.read_text(), failed_err.read_text()
+    assert "autostart off" in idle_log and "Traceback" not in idle_log, idle_log
+    assert "configure failed" in failed_log and "/nonexistent/FastSAM-s.pt" in failed_log, failed_log
+    assert "random_weights:=true" in failed_log and "Traceback" not in failed_log, failed_log
