@@ -4,8 +4,8 @@ rosbags parses msg/*.msg itself (`get_types_from_msg`), serialises CDR byte-iden
 and computes the same RIHS01 type hashes as rosidl, so the evaluator writes bags of
 sfs_ros/msg/InstanceArray and LabelInfo on machines where no ROS package is built.
 
-The Result -> message mapping here mirrors `sfs_ros.ros.convert` (the node's side); both
-follow the field comments in msg/*.msg.
+The Result -> message fields come from `sfs_ros.ros.message_fields`, the same code the node
+uses, with this typestore's classes.
 """
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from sfs_ros.core.frame import UNLABELED, Result, instance_records
+from sfs_ros.core.frame import UNLABELED, Result
 from sfs_ros.eval.errors import EvalError
+from sfs_ros.ros import message_fields
+from sfs_ros.ros.message_fields import MessageClasses
 
 MSG_NAMES = ("ClassScore", "Instance", "InstanceArray", "LabelClass", "LabelInfo")
 INSTANCES_TYPE = "sfs_ros/msg/InstanceArray"
@@ -107,38 +109,26 @@ def compressed_image(hdr: Any, fmt: str, data: bytes) -> Any:
     )
 
 
+def message_classes() -> MessageClasses:
+    """The typestore's classes for `sfs_ros.ros.message_fields`."""
+    return MessageClasses(
+        Instance=_t("sfs_ros/msg/Instance"), InstanceArray=_t(INSTANCES_TYPE),
+        ClassScore=_t("sfs_ros/msg/ClassScore"), RegionOfInterest=_t("sensor_msgs/msg/RegionOfInterest"),
+        LabelClass=_t("sfs_ros/msg/LabelClass"), LabelInfo=_t(LABEL_INFO_TYPE),
+        ColorRGBA=_t("std_msgs/msg/ColorRGBA"),
+    )
+
+
 def instances(result: Result, hdr: Any) -> Any:
     """InstanceArray of a Result: one Instance per mask, mask cropped to its box (mono8)."""
-    score, roi = _t("sfs_ros/msg/ClassScore"), _t("sensor_msgs/msg/RegionOfInterest")
-    items = []
-    for r in instance_records(result):
-        x0, y0, x1, y1 = r.box
-        items.append(_t("sfs_ros/msg/Instance")(
-            instance_id=r.instance_id, class_id=r.class_id, class_name=r.class_name, score=r.score,
-            proposals=[score(class_id=c, class_name=n, score=s) for c, n, s in r.proposals],
-            box=roi(x_offset=x0, y_offset=y0, height=y1 - y0, width=x1 - x0, do_rectify=False),
-            area=r.area, mask_score=r.mask_score,
-            mask=image(hdr, r.mask_crop(result.masks), "mono8"),
-        ))
-    height, width = result.label_image.shape
-    return _t(INSTANCES_TYPE)(
-        header=hdr, height=height, width=width, random_weights=bool(result.random_weights),
-        instances=items,
-    )
+    return message_fields.instance_array(
+        result, hdr, message_classes(), lambda crop: image(hdr, crop, "mono8"))
 
 
 def label_info(result: Result, palette: np.ndarray, threshold: float, hdr: Any) -> Any:
     """LabelInfo: label-image value -> class name -> overlay colour, as the node latches it."""
-    color = _t("std_msgs/msg/ColorRGBA")
-    classes = [
-        _t("sfs_ros/msg/LabelClass")(
-            class_id=i, name=name,
-            color=color(r=float(rgb[0]) / 255, g=float(rgb[1]) / 255, b=float(rgb[2]) / 255, a=1.0),
-        )
-        for i, (name, rgb) in enumerate(zip(result.class_names, palette))
-    ]
-    return _t(LABEL_INFO_TYPE)(
-        header=hdr, vocabulary=result.vocabulary_name, classes=classes,
-        unlabeled_value=UNLABELED, threshold=float(threshold),
-        random_weights=bool(result.random_weights),
+    return message_fields.label_info(
+        ((i, name, rgb) for i, (name, rgb) in enumerate(zip(result.class_names, palette))),
+        hdr, message_classes(), vocabulary=result.vocabulary_name, unlabeled_value=UNLABELED,
+        threshold=threshold, random_weights=bool(result.random_weights),
     )

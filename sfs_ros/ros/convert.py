@@ -8,10 +8,11 @@ message raises `ImageConversionError` with the reason instead of crashing a stag
   bgr8/bgra8 (channel reorder) and mono8 (channel expansion) need one copy. Other encodings
   (16UC1 depth, 32FC1, bayer, yuv ...) are refused with the list of accepted ones.
 * sensor_msgs/CompressedImage holding a JPEG or PNG file (image_transport's "compressed"
-  transport), decoded with OpenCV; compressedDepth is refused.
+  transport), decoded with OpenCV; other formats and compressedDepth are refused.
 
 Outputs are sensor_msgs/Image in mono16, mono8 or rgb8 with the caller's header, and the
-sfs_ros/InstanceArray and sfs_ros/LabelInfo messages.
+sfs_ros/InstanceArray and sfs_ros/LabelInfo messages (fields filled by `message_fields`, shared
+with the evaluator's bag writer).
 """
 from __future__ import annotations
 
@@ -24,15 +25,20 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 
 from sfs_ros.core import fusion
-from sfs_ros.core.frame import UNLABELED, UNLABELED_MONO8, Frame, Result, instance_records
+from sfs_ros.core.frame import UNLABELED, UNLABELED_MONO8, Frame, Result
 from sfs_ros.core.vocabulary import Vocabulary
 from sfs_ros.msg import ClassScore, Instance, InstanceArray, LabelClass, LabelInfo
+from sfs_ros.ros import message_fields
 from sfs_ros.ros.image_codec import (  # noqa: F401 - part of this module's interface
     ImageConversionError,
     compressed_to_rgb,
     image_to_rgb,
 )
 
+MESSAGE_CLASSES = message_fields.MessageClasses(
+    Instance=Instance, InstanceArray=InstanceArray, ClassScore=ClassScore,
+    RegionOfInterest=RegionOfInterest, LabelClass=LabelClass, LabelInfo=LabelInfo, ColorRGBA=ColorRGBA,
+)
 #: Output encodings: numpy dtype and channels.
 OUTPUT_ENCODINGS = {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "rgb8": (np.uint8, 3)}
 
@@ -107,19 +113,8 @@ def unlabeled_value(encoding: str) -> int:
 
 def result_to_instances(result: Result, header: Header) -> InstanceArray:
     """One Instance per mask: class, score, top-k proposals, box, area and the mask itself."""
-    instances = []
-    for r in instance_records(result):
-        x0, y0, x1, y1 = r.box
-        instances.append(Instance(
-            instance_id=r.instance_id, class_id=r.class_id, class_name=r.class_name, score=r.score,
-            proposals=[ClassScore(class_id=c, class_name=n, score=s) for c, n, s in r.proposals],
-            box=RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0),
-            area=r.area, mask_score=r.mask_score,
-            mask=numpy_to_image(r.mask_crop(result.masks), "mono8", header),
-        ))
-    height, width = result.label_image.shape
-    return InstanceArray(header=header, height=height, width=width,
-                         random_weights=bool(result.random_weights), instances=instances)
+    return message_fields.instance_array(
+        result, header, MESSAGE_CLASSES, lambda crop: numpy_to_image(crop, "mono8", header))
 
 
 def vocabulary_to_label_info(
@@ -131,21 +126,10 @@ def vocabulary_to_label_info(
     random_weights: bool = False,
 ) -> LabelInfo:
     """What the label image values mean: class id -> name -> colour (RGBA in 0..1)."""
-    classes = [
-        LabelClass(
-            class_id=c.id,
-            name=c.name,
-            color=ColorRGBA(r=c.color[0] / 255.0, g=c.color[1] / 255.0, b=c.color[2] / 255.0, a=1.0),
-        )
-        for c in vocabulary.classes
-    ]
-    return LabelInfo(
-        header=header,
-        vocabulary=vocabulary.name,
-        classes=classes,
-        unlabeled_value=unlabeled_value(encoding),
-        threshold=float(threshold),
-        random_weights=bool(random_weights),
+    return message_fields.label_info(
+        ((c.id, c.name, c.color) for c in vocabulary.classes), header, MESSAGE_CLASSES,
+        vocabulary=vocabulary.name, unlabeled_value=unlabeled_value(encoding),
+        threshold=threshold, random_weights=random_weights,
     )
 
 
