@@ -59,6 +59,14 @@ class Frame:
     seq: int = 0
 
 
+def tight_boxes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(N, 4) int32 xyxy boxes (x1, y1 exclusive) of non-empty masks, from the image rows
+    (N, H) and columns (N, W) each one touches."""
+    y0, y1 = rows.argmax(axis=1), rows.shape[1] - rows[:, ::-1].argmax(axis=1)
+    x0, x1 = cols.argmax(axis=1), cols.shape[1] - cols[:, ::-1].argmax(axis=1)
+    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
+
+
 @dataclass(frozen=True)
 class MaskGrid:
     """Where the pixels of low-resolution masks lie in the image.
@@ -141,22 +149,8 @@ class MaskGrid:
 
     def boxes(self, low: np.ndarray) -> np.ndarray:
         """(N, 4) int32 tight xyxy image-pixel boxes of the upsampled, non-empty masks."""
-        n = len(low)
-        if n == 0:
-            return np.zeros((0, 4), np.int32)
-        rows = low.any(axis=2)[:, self.rows]  # (N, H): image rows the upsampled mask touches
-        cols = low.any(axis=1)[:, self.cols]
-        height, width = self.image_shape
-        y0, y1 = rows.argmax(axis=1), height - rows[:, ::-1].argmax(axis=1)
-        x0, x1 = cols.argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
-        return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
-
-    def to_low(self, boxes: np.ndarray) -> np.ndarray:
-        """Image-coordinate xyxy boxes (N, 4) -> low-res coordinates (float32)."""
-        sy, sx = self.scale
-        oy, ox = self.offset
-        b = np.asarray(boxes, np.float32)
-        return b * np.float32([sx, sy, sx, sy]) + np.float32([ox, oy, ox, oy])
+        # image rows (N, H) and columns (N, W) each upsampled mask touches
+        return tight_boxes(low.any(axis=2)[:, self.rows], low.any(axis=1)[:, self.cols])
 
 
 class Masks:

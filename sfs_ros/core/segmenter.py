@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
-from sfs_ros.core.frame import MaskGrid, Masks, SfsError, check_rgb_image
+from sfs_ros.core.frame import MaskGrid, Masks, SfsError, check_rgb_image, tight_boxes
 from sfs_ros.core.weights import cache_dir, fastsam_architecture, resolve_fastsam
 
 # Ultralytics must never try the network (downloads, pip installs, telemetry) on a robot.
@@ -135,16 +135,7 @@ def _restore_threads(count: int) -> Iterator[None]:
 
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     """Tight xyxy boxes (x1, y1 exclusive) of non-empty boolean masks (N, H, W)."""
-    n, h, w = masks.shape
-    if n == 0:
-        return np.zeros((0, 4), np.int32)
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
-    y0 = rows.argmax(axis=1)
-    y1 = h - rows[:, ::-1].argmax(axis=1)
-    x0 = cols.argmax(axis=1)
-    x1 = w - cols[:, ::-1].argmax(axis=1)
-    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
+    return tight_boxes(masks.any(axis=2), masks.any(axis=1))
 
 
 _GRID_PREDICTORS: dict[int, type] = {}
