@@ -243,13 +243,10 @@ class Segmenter:
                     data = scale_masks(data[None].float(), (h, w))[0]
                 stack = (data > 0.5).cpu().numpy()
             scores = result.boxes.conf.float().cpu().numpy().astype(np.float32)
-        if low:
-            grid = MaskGrid.letterbox((h, w), result.net_shape, stack.shape[1:])
-            areas = grid.areas(stack)
-            keep = areas >= cfg.min_area
-            stack, scores, areas = stack[keep], scores[keep], areas[keep]
-            return Masks.from_low_res(stack, grid, grid.boxes(stack), scores, areas)
-        areas = stack.sum(axis=(1, 2), dtype=np.int64)
+        grid = MaskGrid.letterbox((h, w), result.net_shape, stack.shape[1:]) if low else None
+        areas = grid.areas(stack) if grid is not None else stack.sum(axis=(1, 2), dtype=np.int64)
         keep = areas >= cfg.min_area
         stack, scores, areas = stack[keep], scores[keep], areas[keep]
+        if grid is not None:
+            return Masks.from_low_res(stack, grid, grid.boxes(stack), scores, areas)
         return Masks(masks=stack, boxes=boxes_from_masks(stack), scores=scores, areas=areas)
