@@ -477,14 +477,12 @@ class SfsNode(LifecycleNode):
         log = self.get_logger()
         values = self._values()
         try:
-            reason = params.validate(values)
+            reason = params.validate(values)  # loads the vocabulary: a bad one fails before the models
             if reason:
                 raise SfsError(reason)
             topics = list(values["image_topics"])
             namespaces = output_namespaces(topics)
             semantic_mode = values["labeling_mode"] in SEMANTIC_MODES
-            if not semantic_mode:  # a bad vocabulary fails before the models load
-                load_vocabulary(params.vocabulary_spec(values["vocabulary"]))
             note = params.vocabulary_note(values["vocabulary"])
             if note and not semantic_mode:
                 log.warning(note)
