@@ -57,6 +57,12 @@ class Frame:
     frame_id: str = ""
     source: str = ""
     seq: int = 0
+    #: Capture time in seconds on the caller's clock (a ROS header stamp as float), or None.
+    #: The pipeline orders a camera's frames by it, drops frames older than `max_age` and
+    #: reports camera-to-output latency from it.
+    time: float | None = None
+    #: The caller's own bookkeeping (the evaluator's bag sample), carried through untouched.
+    tag: Any = None
 
 
 def tight_boxes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -291,6 +297,9 @@ class Result:
     class_names: tuple[str, ...]
     vocabulary_name: str
     random_weights: bool
+    #: Which class map the ids use: bumped by the labeler on every vocabulary change, and
+    #: carried by LabelInfo and every InstanceArray so consumers can match them.
+    vocabulary_version: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
 
 

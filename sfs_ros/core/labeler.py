@@ -89,6 +89,7 @@ class TextBank:
     vocabulary: Vocabulary
     embeddings: torch.Tensor  # (K, D) on the labeler's device
     templates: tuple[str, ...] = ()
+    version: int = 0  # the labeler's vocabulary version when this bank became current
 
 
 class Labeler:

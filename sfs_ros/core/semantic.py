@@ -118,6 +118,7 @@ class SemanticBank:
     """What the Pipeline binds to a frame: here only the (fixed) vocabulary, no embeddings."""
 
     vocabulary: Vocabulary
+    version: int = 0  # the labeler's vocabulary version when this bank became current
 
 
 # ---------------------------------------------------------------------------------- voting

@@ -24,6 +24,9 @@ import numpy as np
 from sfs_ros.core.frame import UNLABELED, SfsError
 
 PRESETS: tuple[str, ...] = ("cityscapes", "ade20k", "ade20k_full", "coco")
+#: CLIP prompt templates. Few on purpose: each one multiplies the text-encoder cost of a
+#: vocabulary change.
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a photo of the {} in the scene.")
 #: Ids must stay below UNLABELED, which marks unlabeled pixels in the label image.
 MAX_CLASSES = UNLABELED - 1
 _GOLDEN_RATIO = 0.618033988749895
@@ -78,6 +81,60 @@ class Vocabulary:
         """sha1 hex of the ordered synonym lists: what text-embedding caches must depend on."""
         text = json.dumps([list(c.synonyms) for c in self.classes], ensure_ascii=False)
         return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def template_problem(templates: Sequence[str]) -> str | None:
+    """Why these prompt templates cannot be used, or None: at least one is needed, and each
+    holds exactly one bare '{}' (no name, attribute, format spec, conversion or other braces),
+    since the labeler fills it with `template.format(class_name)`. Every entry point (node
+    parameter, CLI flag, LabelerConfig) checks templates here."""
+    import string
+
+    if isinstance(templates, str) or not templates:
+        return "give at least one prompt template such as 'a photo of a {}.'"
+    for template in templates:
+        try:
+            fields = [f for f in string.Formatter().parse(template) if f[1] is not None]
+            ok = len(fields) == 1 and fields[0][1:] == ("", "", None)
+        except (ValueError, TypeError):  # unbalanced braces, not a string
+            ok = False
+        if not ok:
+            return f"prompt template {template!r} must contain '{{}}' exactly once and no other braces"
+    return None
+
+
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """`templates` as a tuple, or VocabularyError saying which one is unusable and why."""
+    problem = template_problem(templates)
+    if problem:
+        raise VocabularyError(problem)
+    return tuple(templates)
+
+
+def vocabulary_spec(entries: Sequence[str]) -> str | list[str]:
+    """What a list of vocabulary words means for `load_vocabulary` (node parameter, --vocab).
+
+    One entry that is a preset name (coco, ade20k, ...) or a .txt/.tsv file is that vocabulary;
+    anything else is a list of classes, each "name" or "name, synonym, ...".
+    """
+    if isinstance(entries, str):
+        entries = [entries]
+    if len(entries) == 1 and (entries[0] in PRESETS or entries[0].endswith((".txt", ".tsv"))):
+        return entries[0]
+    return list(entries)
+
+
+def vocabulary_note(entries: Sequence[str]) -> str | None:
+    """A warning worth logging for an accepted vocabulary: one entry that is not a preset is a
+    one-class vocabulary, which is what a misspelt preset name ("cocoa") also gives."""
+    import difflib
+
+    spec = vocabulary_spec(entries)
+    if not isinstance(spec, list) or len(spec) != 1:
+        return None
+    close = difflib.get_close_matches(spec[0], PRESETS, n=1, cutoff=0.7)
+    hint = f"; did you mean the preset {close[0]!r}?" if close else ""
+    return f"vocabulary {list(spec)!r} is ONE custom class {spec[0].split(',')[0].strip()!r}{hint}"
 
 
 def palette_for(n: int) -> np.ndarray:
