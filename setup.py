@@ -21,7 +21,7 @@ setup(
         "console_scripts": [
             "sfs = sfs_ros.cli:main",
             "sfs_eval = sfs_ros.eval.cli:main",
-            "sfs_node = sfs_ros.ros.node:main",
+            "sfs_node = sfs_ros.ros.main:main",
         ],
     },
 )

@@ -36,7 +36,8 @@ from std_msgs.msg import Header  # noqa: E402
 from sfs_ros.core.frame import Frame  # noqa: E402
 from sfs_ros.core.pipeline import Pipeline  # noqa: E402
 from sfs_ros.ros import convert  # noqa: E402
-from sfs_ros.ros.node import SfsExecutor, SfsNode  # noqa: E402
+from sfs_ros.ros.executor import SfsExecutor  # noqa: E402
+from sfs_ros.ros.node import SfsNode  # noqa: E402
 
 
 def main() -> None:

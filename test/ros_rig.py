@@ -20,7 +20,8 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
 from sfs_ros.ros import convert
-from sfs_ros.ros.node import SfsExecutor, SfsNode
+from sfs_ros.ros.executor import SfsExecutor
+from sfs_ros.ros.node import SfsNode
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 FRAME_TIMEOUT = 40.0  # one frame takes ~1.5 s on 2 CPU cores; generous for loaded machines

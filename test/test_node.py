@@ -35,7 +35,8 @@ from ros_rig import (
 )
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros.naming import camera_name, output_namespaces
-from sfs_ros.ros.node import SfsExecutor, SfsNode
+from sfs_ros.ros.executor import SfsExecutor
+from sfs_ros.ros.node import SfsNode
 
 NS = "/sfs_test"
 NODE = f"{NS}/sfs_node"

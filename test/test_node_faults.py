@@ -26,7 +26,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ros_rig import RELIABLE, Inbox, diagnostics_for, new_stamp, running_node, wait_until
-from sfs_ros.ros.node import BAD_INPUT_LOG_PERIOD_S, MAX_TRACKED_PUBLISHERS, _sequence_gap
+from sfs_ros.ros.diagnostics import MAX_TRACKED_PUBLISHERS, sequence_gap as _sequence_gap
+from sfs_ros.ros.node import BAD_INPUT_LOG_PERIOD_S
 
 NS = "/sfs_faults"
 NODE = f"{NS}/sfs_node"

@@ -1,6 +1,6 @@
 """sfs_node: camera images in, FastSAM masks named by CLIP out (an rclpy lifecycle node).
 
-Run it:
+Run it (the command is sfs_ros/ros/main.py; `python -m sfs_ros.ros.main` works the same):
     sfs_node --ros-args -p random_weights:=true -r image:=/camera/image_raw
     python -m sfs_ros.ros.node --ros-args --params-file config/sfs.yaml -p device:=cpu
 By default the node configures and activates itself (parameter `autostart`, or the
@@ -40,39 +40,34 @@ from the pipeline's label thread. One Segmenter and one Labeler (one model load)
 camera. A vocabulary change is validated in the parameter callback and encoded by a worker
 thread the node owns; the Pipeline binds the vocabulary at submit, so no frame mixes two.
 Diagnostics run in their own callback group, so they are published while frames are in flight.
+
+This module is the lifecycle and the wiring; the other jobs live next door in sfs_ros/ros/:
+    main.py            the sfs_node command: signals, autostart, exit codes
+    executor.py        SfsExecutor, the executor to spin this node with
+    camera.py          Camera, one input topic (subscription, pipeline, publishers, counters)
+    diagnostics.py     per-camera counters and the DiagnosticStatus built from them
+    qos.py             QoS profiles of inputs and outputs
+    params.py          parameter declarations and validation
+    workers.py         LatestWorker, the vocabulary-encoding thread
+    logging_bridge.py  the core's Python logging forwarded to the ROS logger
+    convert.py         messages <-> numpy / Frame / Result
 """
 from __future__ import annotations
 
-import argparse
 import array
-import dataclasses
 import logging
-import os
-import signal
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.exceptions import InvalidHandle
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
-from rclpy.signals import SignalHandlerOptions
-from rclpy.utilities import remove_ros_args
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -80,15 +75,15 @@ from sfs_ros.core.frame import SfsError
 from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert, params
+from sfs_ros.ros.camera import Camera, is_compressed
+from sfs_ros.ros.diagnostics import NodeFacts, camera_status, node_status
+from sfs_ros.ros.logging_bridge import RosLogBridge
 from sfs_ros.ros.naming import camera_name, output_namespaces
-
-if TYPE_CHECKING:  # torch is imported when the node is configured, not when it starts
-    from sfs_ros.core.pipeline import Pipeline, PipelineStats
+from sfs_ros.ros.qos import QOS_LATCHED, QOS_OUTPUT, offered_reliabilities, qos_input
+from sfs_ros.ros.workers import LatestWorker
 
 #: Per-frame outputs of each camera, relative to its output namespace.
 OUTPUTS = ("label_image", "instance_image", "overlay", "instances")
-#: A publisher on an input topic with no frame for this long is reported (QoS mismatch hint).
-NO_FRAME_WARN_S = 5.0
 DIAGNOSTICS_PERIOD_S = 1.0
 BAD_INPUT_LOG_PERIOD_S = 5.0
 
@@ -110,203 +105,10 @@ def _set_threshold(labeler: Any, value: float) -> None:
     getattr(labeler, "clip", labeler).threshold = value
 
 
-#: Publishers whose last sequence number a camera remembers (oldest forgotten first).
-MAX_TRACKED_PUBLISHERS = 32
-
-
-def _sequence_gap(last_seq: dict[bytes, int], info: Any) -> int:
-    """Frames of this message's publisher that never reached the callback since its last one.
-
-    The subscription's KEEP_LAST(queue_size) history silently replaces samples the executor has
-    not taken yet (and best-effort transport may lose some): neither shows up as a DDS event.
-    The rmw message info carries the publisher's gid and its own sequence number, so a jump in
-    that number counts exactly those frames. A publisher seen for the first time, or one whose
-    numbers went backwards, starts a new count.
-    """
-    if not isinstance(info, dict):
-        return 0
-    gid, number = info.get("publisher_gid"), info.get("publication_sequence_number")
-    if not isinstance(gid, dict) or not isinstance(number, int) or number <= 0:
-        return 0  # the middleware does not say
-    key = bytes(gid.get("data", b""))
-    previous = last_seq.pop(key, None)  # re-inserted last: the dict stays in recency order
-    last_seq[key] = number
-    while len(last_seq) > MAX_TRACKED_PUBLISHERS:
-        del last_seq[next(iter(last_seq))]
-    if previous is None or number <= previous:
-        return 0
-    return number - previous - 1
-
-
-def is_compressed(topic: str) -> bool:
-    return topic.rstrip("/").split("/")[-1] == "compressed"
-
-
 # ---------------------------------------------------------------------- helpers
 def _plain(value: Any) -> Any:
     """Parameter value with arrays as tuples of str (rclpy gives lists or array.array)."""
     return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
-@dataclasses.dataclass
-class _Camera:
-    """One input topic: its subscription, pipeline, publishers and counters."""
-
-    topic: str
-    namespace: str  # '~' or '~/<camera>'
-    name: str
-    compressed: bool
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    publishers: dict[str, Any] = dataclasses.field(default_factory=dict)
-    subscription: Any = None
-    pipeline: Pipeline | None = None
-    received: int = 0
-    bad_inputs: int = 0
-    bad_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
-    last_bad_reason: str = ""
-    published: int = 0
-    incompatible_qos: int = 0
-    lost: int = 0
-    skipped: int = 0  # frames that never reached the callback: gaps in publisher sequence numbers
-    last_pub_seq: dict[bytes, int] = dataclasses.field(default_factory=dict)  # publisher gid -> seq
-    matched: int = -1  # publishers matched (event), -1 when the middleware does not say
-    seq: int = 0
-    last_frame: float | None = None  # time.monotonic() of the last message
-    active_since: float | None = None
-    totals: PipelineStats | None = None  # counters of past activations
-    prev: tuple[float, int, int] | None = None  # (time, received, frames_out) at last report
-
-    def output(self, name: str) -> str:
-        return f"{self.namespace}/{name}"
-
-    @property
-    def where(self) -> str:
-        """The input topic for log lines: fully resolved while subscribed."""
-        sub = self.subscription
-        return sub.topic_name if sub is not None else self.topic
-
-    def stats(self) -> PipelineStats:
-        """Counters over every activation, latencies of the current one."""
-        from sfs_ros.core.pipeline import PipelineStats
-
-        pipeline = self.pipeline
-        now = pipeline.stats if pipeline is not None else PipelineStats()
-        t = self.totals or PipelineStats()
-        return PipelineStats(
-            t.frames_in + now.frames_in, t.frames_out + now.frames_out,
-            t.dropped + now.dropped, t.errors + now.errors, t.masks_out + now.masks_out,
-            now.latencies,
-        )
-
-
-class _LatestWorker:
-    """A thread owned by the node that runs the latest submitted job (older ones are skipped)."""
-
-    def __init__(self, run: Callable[[Any], None], name: str) -> None:
-        self._run = run
-        self._cond = threading.Condition()
-        self._job: Any = None
-        self._pending = False
-        self._busy = False
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, job: Any) -> None:
-        with self._cond:
-            self._job, self._pending = job, True
-            self._cond.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: not (self._pending or self._busy), timeout)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._closed)
-                if self._closed:
-                    return
-                job, self._job, self._pending, self._busy = self._job, None, False, True
-            try:
-                self._run(job)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def close(self, timeout: float) -> bool:
-        """Stop taking jobs; True when the thread ended within `timeout` s (a job runs to its end)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-
-class _RosLogBridge(logging.Handler):
-    """Forwards the core's Python log records (`sfs_ros.*`) to the node's ROS logger.
-
-    Exceptions are summarised on one line (type and message); the traceback follows only when
-    the logger is at debug level (`--ros-args --log-level sfs_node.core:=debug`).
-    """
-
-    def __init__(self, ros_logger: Any) -> None:
-        super().__init__(logging.INFO)
-        self._ros = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = f"[{record.name}] {record.getMessage()}"
-            if record.exc_info and record.exc_info[1] is not None:
-                exc = record.exc_info[1]
-                text += f" ({type(exc).__name__}: {exc})"
-                self._ros.debug("".join(traceback.format_exception(*record.exc_info)))
-            if record.levelno >= logging.ERROR:
-                self._ros.error(text)
-            elif record.levelno >= logging.WARNING:
-                self._ros.warning(text)
-            else:
-                self._ros.info(text)
-        except Exception:  # noqa: BLE001 - logging must never raise (e.g. after rclpy shutdown)
-            pass
-
-
-def _qos_input(reliability: str, depth: int) -> QoSProfile:
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
-                     else ReliabilityPolicy.BEST_EFFORT),
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
-QOS_OUTPUT = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=5,
-    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-)
-QOS_LATCHED = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=1,
-    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
-
-
-class SfsExecutor(MultiThreadedExecutor):
-    """A MultiThreadedExecutor that survives subscriptions destroyed while it waits.
-
-    rclpy (Kilted) guards taking from a subscription or service whose handle was destroyed
-    meanwhile, but not taking from a QoS event handler: deactivating the node (which destroys
-    its subscriptions and their event handlers) while the executor waits can raise
-    `InvalidHandle` there, and that ends `spin()` for good: a deaf node that still runs (seen in
-    test_lifecycle_cycles_leak_no_threads_or_memory). Spin SfsNode with this executor.
-    """
-
-    def _take_waitable(self, waitable: Any) -> Any:
-        try:
-            return super()._take_waitable(waitable)
-        except InvalidHandle:
-            return None  # destroyed meanwhile: nothing to do (the executor expects None then)
 
 
 # ---------------------------------------------------------------------- the node
@@ -342,7 +144,7 @@ class SfsNode(LifecycleNode):
 
         self._lock = threading.RLock()  # models, cameras, vocabulary
         self._closing = False
-        self._cameras: list[_Camera] = []
+        self._cameras: list[Camera] = []
         self._segmenter: Any = None
         self._labeler: Any = None
         self._vocabulary: Vocabulary | None = None
@@ -358,11 +160,11 @@ class SfsNode(LifecycleNode):
         self._diag_timer = self.create_timer(
             DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=self._diag_group
         )
-        self._vocab_worker = _LatestWorker(self._apply_vocabulary, name="sfs-vocabulary")
+        self._vocab_worker = LatestWorker(self._apply_vocabulary, name="sfs-vocabulary")
         # The core logs with Python logging ("sfs_ros.*"): forward it to the ROS logger (and only
         # there, while this node lives, so lines are not printed twice).
         core_log = logging.getLogger("sfs_ros")
-        self._log_bridge = _RosLogBridge(self.get_logger().get_child("core"))
+        self._log_bridge = RosLogBridge(self.get_logger().get_child("core"))
         self._log_propagate = core_log.propagate
         core_log.addHandler(self._log_bridge)
         core_log.propagate = False
@@ -535,7 +337,7 @@ class SfsNode(LifecycleNode):
             self._encoding = values["label_encoding"]
             self._cameras = []
             for topic, namespace in zip(topics, namespaces):
-                cam = _Camera(topic=topic, namespace=namespace, name=camera_name(topic),
+                cam = Camera(topic=topic, namespace=namespace, name=camera_name(topic),
                               compressed=is_compressed(topic))
                 for name, msg_type in zip(OUTPUTS, (Image, Image, Image, InstanceArray)):
                     cam.publishers[name] = self.create_lifecycle_publisher(
@@ -566,7 +368,7 @@ class SfsNode(LifecycleNode):
 
         ret = super().on_activate(state)  # enables the lifecycle publishers
         values = self._values()
-        qos = _qos_input(values["input_reliability"], values["queue_size"])
+        qos = qos_input(values["input_reliability"], values["queue_size"])
         try:
             with self._lock:
                 for cam in self._cameras:
@@ -611,12 +413,11 @@ class SfsNode(LifecycleNode):
         self._release()
         return super().on_error(state)
 
-    def _subscribe(self, cam: _Camera, qos: QoSProfile) -> Any:
+    def _subscribe(self, cam: Camera, qos: QoSProfile) -> Any:
         msg_type = CompressedImage if cam.compressed else Image
 
         def on_incompatible(event: Any) -> None:
-            with cam.lock:
-                cam.incompatible_qos += 1
+            cam.count_incompatible_qos()
             self.get_logger().warning(
                 f"{cam.where}: a publisher offers QoS incompatible with this subscription "
                 f"(input_reliability={self.get_parameter('input_reliability').value}); its "
@@ -626,12 +427,10 @@ class SfsNode(LifecycleNode):
             )
 
         def on_matched(event: Any) -> None:
-            with cam.lock:
-                cam.matched = int(event.current_count)
+            cam.set_matched(int(event.current_count))
 
         def on_lost(event: Any) -> None:
-            with cam.lock:
-                cam.lost += int(event.total_count_change)
+            cam.count_lost(int(event.total_count_change))
 
         events = SubscriptionEventCallbacks(
             incompatible_qos=on_incompatible, matched=on_matched, message_lost=on_lost
@@ -689,14 +488,9 @@ class SfsNode(LifecycleNode):
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ data path
-    def _on_image(self, cam: _Camera, msg: Image | CompressedImage, info: Any = None) -> None:
+    def _on_image(self, cam: Camera, msg: Image | CompressedImage, info: Any = None) -> None:
         """Subscription callback: convert and submit, never wait for the models."""
-        with cam.lock:
-            cam.received += 1
-            cam.seq += 1
-            cam.last_frame = time.monotonic()
-            seq = cam.seq
-            cam.skipped += _sequence_gap(cam.last_pub_seq, info)
+        seq = cam.count_frame(info)
         pipeline = cam.pipeline
         if pipeline is None:
             return
@@ -709,19 +503,14 @@ class SfsNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - a bad message must never reach the executor
             self._bad_input(cam, exc)
 
-    def _bad_input(self, cam: _Camera, exc: BaseException) -> None:
+    def _bad_input(self, cam: Camera, exc: BaseException) -> None:
         """Count a refused frame and say why, at most once per period per camera."""
-        reason = str(exc) if isinstance(exc, SfsError) else f"{type(exc).__name__}: {exc}"
-        key = getattr(exc, "reason", None) or type(exc).__name__
-        with cam.lock:
-            cam.bad_inputs += 1
-            cam.bad_by_reason[key] = cam.bad_by_reason.get(key, 0) + 1
-            cam.last_bad_reason = reason
+        reason = cam.count_bad_input(exc)
         self.get_logger().warning(
             f"{cam.where}: ignoring an image: {reason}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S
         )
 
-    def _on_result(self, cam: _Camera, result: Any) -> None:
+    def _on_result(self, cam: Camera, result: Any) -> None:
         """Pipeline label thread: publish every output with the input image's header."""
         if self._closing:
             return
@@ -749,7 +538,7 @@ class SfsNode(LifecycleNode):
                     throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S,
                 )
 
-    def _on_pipeline_error(self, cam: _Camera, stage: str, exc: BaseException) -> None:
+    def _on_pipeline_error(self, cam: Camera, stage: str, exc: BaseException) -> None:
         self.get_logger().warning(
             f"{cam.where}: {stage} stage failed on a frame: {type(exc).__name__}: {exc}",
             throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S,
@@ -771,129 +560,39 @@ class SfsNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
+        """Timer (own callback group): one status per camera (diagnostics.camera_status)."""
         if self._closing:
             return
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        state = self._state_machine.current_state[1]
+        out = DiagnosticArray()
+        out.header.stamp = self.get_clock().now().to_msg()
         with self._lock:
             cameras = list(self._cameras)
             vocabulary, segmenter, labeler = self._vocabulary, self._segmenter, self._labeler
+        facts = NodeFacts(
+            name=self.get_fully_qualified_name(),
+            state=self._state_machine.current_state[1],
+            device=self._device,
+            vocabulary=vocabulary,
+            random_weights=bool(segmenter is not None
+                                and (segmenter.random_weights or labeler.random_weights)),
+            input_reliability=str(self.get_parameter("input_reliability").value),
+            count_publishers=self.count_publishers,
+            offered_reliabilities=lambda topic: offered_reliabilities(
+                self.get_publishers_info_by_topic(topic)),
+            warn=self._warn_no_frame,
+        )
         if not cameras:
-            array.status.append(DiagnosticStatus(
-                level=DiagnosticStatus.OK, name=f"{self.get_fully_qualified_name()}: node",
-                message=f"{state}: no cameras configured", hardware_id=self._device,
-                values=[KeyValue(key="state", value=state)],
-            ))
-        random = bool(segmenter is not None and (segmenter.random_weights or labeler.random_weights))
+            out.status.append(node_status(facts))
         for cam in cameras:
-            array.status.append(self._camera_status(cam, state, vocabulary, random))
+            out.status.append(camera_status(cam, cam.stats(), facts))
         try:
-            self._diag_pub.publish(array)
+            self._diag_pub.publish(out)
         except Exception:  # noqa: BLE001 - shutting down
             pass
 
-    def _camera_status(
-        self, cam: _Camera, state: str, vocabulary: Vocabulary | None, random: bool
-    ) -> DiagnosticStatus:
-        now = time.monotonic()
-        stats = cam.stats()
-        with cam.lock:
-            received, bad, lost, incompatible = cam.received, cam.bad_inputs, cam.lost, cam.incompatible_qos
-            skipped = cam.skipped
-            by_reason = ", ".join(f"{k}: {v}" for k, v in sorted(cam.bad_by_reason.items()))
-            matched, last_frame, active_since = cam.matched, cam.last_frame, cam.active_since
-            prev, cam.prev = cam.prev, (now, received, stats.frames_out)
-            last_bad = cam.last_bad_reason
-        if prev is not None and now > prev[0]:
-            rate_in = (received - prev[1]) / (now - prev[0])
-            rate_out = (stats.frames_out - prev[2]) / (now - prev[0])
-        else:
-            rate_in = rate_out = 0.0
-        sub = cam.subscription
-        topic = sub.topic_name if sub is not None else cam.topic
-        level, problems = DiagnosticStatus.OK, []
-        if random:
-            level = DiagnosticStatus.WARN
-            problems.append("random weights: labels are meaningless")
-        publishers = self.count_publishers(topic) if sub is not None else 0
-        waiting = None
-        if sub is not None and publishers and active_since is not None:
-            waiting = now - max(last_frame or active_since, active_since)
-        if waiting is not None and waiting > NO_FRAME_WARN_S:
-            level = DiagnosticStatus.WARN
-            hint = self._qos_hint(topic)
-            problems.append(f"{publishers} publisher(s) but no frame for {waiting:.0f} s: {hint}")
-            self.get_logger().warning(
-                f"{topic}: {publishers} publisher(s) on the topic but no frame for "
-                f"{waiting:.0f} s: {hint}", throttle_duration_sec=10.0,
-            )
-        if prev is not None and stats.errors > 0 and rate_out == 0 and rate_in > 0:
-            level = DiagnosticStatus.ERROR
-            problems.append("every frame fails in the pipeline")
-        elif bad and received and bad == received:
-            level = max(level, DiagnosticStatus.WARN)
-            problems.append(f"every input image was refused: {last_bad}")
-
-        def ms(stage: str, q: float) -> str:
-            value = stats.percentile(stage, q)
-            return "n/a" if value != value else f"{value * 1000:.1f}"
-
-        values = [
-            ("state", state),
-            ("input topic", topic),
-            ("input type", "sensor_msgs/CompressedImage" if cam.compressed else "sensor_msgs/Image"),
-            ("input reliability", str(self.get_parameter("input_reliability").value)),
-            ("output namespace", cam.namespace),
-            ("publishers on input", str(publishers)),
-            ("publishers matched", "unknown" if matched < 0 else str(matched)),
-            ("input rate (Hz)", f"{rate_in:.2f}"),
-            ("output rate (Hz)", f"{rate_out:.2f}"),
-            ("frames received", str(received)),
-            ("frames skipped before the callback", str(skipped)),
-            ("frames processed", str(stats.frames_out)),
-            ("frames dropped", str(stats.dropped)),
-            ("errors", str(stats.errors)),
-            ("bad inputs", str(bad)),
-            ("bad inputs by reason", by_reason),
-            ("last bad input", last_bad),
-            ("messages lost", str(lost)),
-            ("incompatible QoS events", str(incompatible)),
-        ]
-        from sfs_ros.core.pipeline import STAGES
-
-        for stage in STAGES:
-            values.append((f"{stage} latency p50 (ms)", ms(stage, 50)))
-            values.append((f"{stage} latency p95 (ms)", ms(stage, 95)))
-        values += [
-            ("device", self._device),
-            ("vocabulary", vocabulary.name if vocabulary else "-"),
-            ("vocabulary size", str(len(vocabulary)) if vocabulary else "0"),
-            ("random weights", str(random).lower()),
-        ]
-        message = "; ".join(problems) if problems else (
-            f"{state}, {rate_out:.1f} Hz out" if state == "active" else state
-        )
-        return DiagnosticStatus(
-            level=level, name=f"{self.get_fully_qualified_name()}: {cam.name}", message=message,
-            hardware_id=self._device, values=[KeyValue(key=k, value=v) for k, v in values],
-        )
-
-    def _qos_hint(self, topic: str) -> str:
-        ours = self.get_parameter("input_reliability").value
-        offered = {
-            "best_effort" if info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
-            else "reliable"
-            for info in self.get_publishers_info_by_topic(topic)
-        }
-        if ours == "reliable" and "best_effort" in offered:
-            return ("a publisher offers best_effort but input_reliability is reliable (QoS "
-                    "mismatch): set input_reliability:=best_effort")
-        if ours == "best_effort":
-            return ("the camera may be idle, or large best_effort frames are lost over UDP: try "
-                    "input_reliability:=reliable (if the camera publishes reliable) or a Fast "
-                    "DDS profile with larger socket buffers (config/fastdds_localhost.xml)")
-        return "the camera may be idle (QoS matches)"
+    def _warn_no_frame(self, text: str) -> None:
+        """A publisher is on an input topic but no frame comes: say so, at most every 10 s."""
+        self.get_logger().warning(text, throttle_duration_sec=10.0)
 
     # ------------------------------------------------------------------ shutdown
     def close(self, timeout: float = 1.0) -> None:
@@ -921,114 +620,7 @@ class SfsNode(LifecycleNode):
         super().destroy_node()
 
 
-# ---------------------------------------------------------------------- entry point
-def main(args: list[str] | None = None) -> int:
-    """`sfs_node` / `python -m sfs_ros.ros.node`: spin until SIGINT/SIGTERM, then exit 0.
+if __name__ == "__main__":  # `python -m sfs_ros.ros.node`, as documented: the sfs_node command
+    from sfs_ros.ros.main import main
 
-    Exit codes: 0 after a signal, 1 when autostart's configure/activate failed, 2 for parameter
-    overrides the node refuses at start-up. With `args=None` (the real command line) the process
-    ends with os._exit once everything is closed and flushed: the Python interpreter's own
-    teardown of torch and ultralytics takes 1-2 s on small CPUs and owns nothing of ours. Pass
-    `args` to get the code returned instead.
-    """
-    fast_exit = args is None
-    code = _run(list(sys.argv if args is None else args), fast_exit)
-    if fast_exit:
-        _exit_now(code)
-    return code
-
-
-def _exit_now(code: int) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def _run(argv: list[str], fast_exit: bool) -> int:
-    parser = argparse.ArgumentParser(
-        prog="sfs_node", description="Semantic-Fast-SAM ROS 2 node (parameters: --ros-args -p ...)"
-    )
-    parser.add_argument(
-        "--autostart", action=argparse.BooleanOptionalAction, default=None,
-        help="configure and activate on start-up (default: the autostart parameter, true)",
-    )
-    opts = parser.parse_args(remove_ros_args(argv)[1:])
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():  # second signal: stop waiting for anything
-            signal.signal(signum, signal.SIG_DFL)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
-    try:
-        node = SfsNode()
-    except SfsError as exc:  # a refused params file or -p override: say which, no traceback
-        print(f"sfs_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    except Exception as exc:  # noqa: BLE001 - rclpy refused an override (type, read-only, ...)
-        print(f"sfs_node: {type(exc).__name__}: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    log = node.get_logger()
-    executor = SfsExecutor(num_threads=4)
-    executor.add_node(node)
-
-    def spin() -> None:
-        try:
-            executor.spin()
-        except (ExternalShutdownException, KeyboardInterrupt):
-            pass
-
-    spinner = threading.Thread(target=spin, name="sfs-executor", daemon=True)
-    spinner.start()  # diagnostics and lifecycle services answer while the models load
-
-    failed = threading.Event()
-
-    def autostart() -> None:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            log.error("autostart: configure failed (see above)")
-            failed.set()
-        elif not stop.is_set() and node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-            log.error("autostart: activate failed (see above)")
-            failed.set()
-        if failed.is_set():
-            stop.set()
-
-    starter = None
-    use_autostart = opts.autostart if opts.autostart is not None else node.get_parameter("autostart").value
-    if use_autostart:
-        starter = threading.Thread(target=autostart, name="sfs-autostart", daemon=True)
-        starter.start()
-    else:
-        log.info("autostart off: waiting for lifecycle transitions (configure, activate)")
-
-    while not stop.wait(0.2) and rclpy.ok():
-        pass
-    code = 1 if failed.is_set() else 0
-    if starter is not None and starter.is_alive():
-        if fast_exit:
-            # Loading models or encoding text cannot be interrupted, and nothing of ours runs yet
-            # besides it: leave now rather than after the load.
-            log.info("shutting down during start-up (models still loading): not waiting for them")
-            _exit_now(0)
-        starter.join()
-    log.info("shutting down")
-    t0 = time.monotonic()
-    node.close()
-    executor.shutdown(timeout_sec=1.0)
-    spinner.join(1.0)
-    node.destroy_node()
-    rclpy.try_shutdown()
-    if code == 0:
-        print(f"sfs_node: stopped in {time.monotonic() - t0:.2f} s", file=sys.stderr)
-    return code
-
-
-if __name__ == "__main__":
     sys.exit(main())

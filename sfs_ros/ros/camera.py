@@ -1,0 +1,51 @@
+"""One input topic of the node: its subscription, pipeline, publishers and counters."""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from sfs_ros.ros.diagnostics import CameraCounters
+
+if TYPE_CHECKING:  # torch is imported when the node is configured, not when it starts
+    from sfs_ros.core.pipeline import Pipeline, PipelineStats
+
+
+def is_compressed(topic: str) -> bool:
+    """A topic ending in /compressed carries sensor_msgs/CompressedImage (image_transport's rule)."""
+    return topic.rstrip("/").split("/")[-1] == "compressed"
+
+
+@dataclasses.dataclass(kw_only=True)
+class Camera(CameraCounters):
+    """One input topic: its subscription, pipeline, publishers and (inherited) counters."""
+
+    topic: str
+    namespace: str  # '~' or '~/<camera>'
+    name: str
+    compressed: bool
+    publishers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    subscription: Any = None
+    pipeline: Pipeline | None = None
+    totals: PipelineStats | None = None  # counters of past activations
+
+    def output(self, name: str) -> str:
+        return f"{self.namespace}/{name}"
+
+    @property
+    def where(self) -> str:
+        """The input topic for log lines: fully resolved while subscribed."""
+        sub = self.subscription
+        return sub.topic_name if sub is not None else self.topic
+
+    def stats(self) -> PipelineStats:
+        """Counters over every activation, latencies of the current one."""
+        from sfs_ros.core.pipeline import PipelineStats
+
+        pipeline = self.pipeline
+        now = pipeline.stats if pipeline is not None else PipelineStats()
+        t = self.totals or PipelineStats()
+        return PipelineStats(
+            t.frames_in + now.frames_in, t.frames_out + now.frames_out,
+            t.dropped + now.dropped, t.errors + now.errors, t.masks_out + now.masks_out,
+            now.latencies,
+        )
