@@ -1,11 +1,15 @@
 """Segmenter: real Ultralytics FastSAM-s architecture with random weights (see conftest)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from sfs_ros.core.frame import InvalidImageError
-from sfs_ros.core.segmenter import Segmenter, SegmenterConfig, boxes_from_masks
+from sfs_ros.core.frame import InvalidImageError, SfsError
+from sfs_ros.core.segmenter import (RANDOM_MARKER, Segmenter, SegmenterConfig, boxes_from_masks,
+                                     low_res_predictor)
 from sfs_ros.core.weights import WeightsMissingError
 
 
@@ -73,14 +77,34 @@ def test_missing_checkpoint_names_file_and_place(tmp_path, monkeypatch):
         Segmenter(SegmenterConfig(model=str(tmp_path / "nope.pt"), device="cpu"))
 
 
+def unmarked_copy(checkpoint: Path, target: Path) -> Path:
+    """`checkpoint` saved again without the random-weights marker: a stand-in for a trained file."""
+    from ultralytics.nn.tasks import torch_safe_load
+
+    ckpt, _ = torch_safe_load(str(checkpoint), safe_only=True)
+    assert ckpt.pop(RANDOM_MARKER) is True  # the marker is plain data the safe loader reads
+    torch.save(ckpt, target)
+    return target
+
+
 def test_checkpoint_in_weights_dir_is_loaded(tmp_path, monkeypatch, segmenter, photo):
-    """A file put where the error message says is picked up by name (here a copy of the
-    random-weight checkpoint standing in for the real FastSAM-s.pt)."""
-    (tmp_path / "FastSAM-s.pt").write_bytes(segmenter.checkpoint.read_bytes())
+    """A file put where the error message says is picked up by name (here the random-weight
+    checkpoint without its marker, standing in for the real FastSAM-s.pt)."""
+    unmarked_copy(segmenter.checkpoint, tmp_path / "FastSAM-s.pt")
     monkeypatch.setenv("SFS_WEIGHTS_DIR", str(tmp_path))
     seg = Segmenter(SegmenterConfig(device="cpu", max_det=6, imgsz=320))
     assert seg.checkpoint == tmp_path / "FastSAM-s.pt" and not seg.random_weights
     np.testing.assert_array_equal(seg.segment(photo).masks, segmenter.segment(photo).masks)
+
+
+def test_random_checkpoint_passed_by_path_still_reports_random_weights(tmp_path, segmenter):
+    """random_weights follows the checkpoint, not only the flag: a random-init file given as
+    model=<path> (or copied to FastSAM-s.pt) must keep every output marked."""
+    copy = tmp_path / "FastSAM-s.pt"
+    copy.write_bytes(segmenter.checkpoint.read_bytes())
+    for model in (str(segmenter.checkpoint), str(copy)):
+        seg = Segmenter(SegmenterConfig(model=model, device="cpu", max_det=6, imgsz=320))
+        assert not seg.config.random_weights and seg.random_weights, model
 
 
 @pytest.mark.parametrize("field,value", [("imgsz", 100), ("conf", 1.5), ("iou", -0.1),
@@ -107,3 +131,67 @@ def test_torch_thread_count_survives_segmentation(segmenter, photo):
         assert torch.get_num_threads() == ours
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ Ultralytics' private hook
+def test_grid_predictor_hook_is_called(photo):
+    """low_res_predictor's construct_result is what Ultralytics calls: the Results carries the
+    network shape it sets and masks on the prototype grid (400 x 600 -> 224 x 320 -> / 4).
+    (Its own Segmenter: the model keeps the last predictor class it was given.)"""
+    seg = Segmenter(SegmenterConfig(random_weights=True, device="cpu", max_det=6, imgsz=320))
+    cfg = seg.config
+    result = seg.model.predict(
+        np.ascontiguousarray(photo[:, :, ::-1]), device="cpu", imgsz=cfg.imgsz, conf=cfg.conf,
+        iou=cfg.iou, max_det=cfg.max_det, verbose=False, predictor=low_res_predictor(1),
+    )[0]
+    assert result.net_shape == (224, 320)
+    assert len(result.masks) > 0 and tuple(result.masks.data.shape[1:]) == (56, 80)
+
+
+def _changed_hook(self, pred, img, orig_img, img_path, proto, extra=None):
+    """A construct_result with one parameter more, as a future Ultralytics might define it."""
+
+
+@pytest.mark.parametrize("change", ["signature", "missing"])
+def test_grid_mode_refuses_an_ultralytics_without_the_hook(monkeypatch, change):
+    """mask_resolution low/network override FastSAMPredictor.construct_result: when that private
+    hook is gone or takes other arguments the load fails naming the version and the hook,
+    instead of running an override Ultralytics never calls (or calls wrongly)."""
+    import ultralytics
+    from ultralytics.models.fastsam import FastSAMPredictor
+    from ultralytics.models.yolo.detect import DetectionPredictor
+    from ultralytics.models.yolo.segment import SegmentationPredictor
+
+    if change == "signature":
+        monkeypatch.setattr(SegmentationPredictor, "construct_result", _changed_hook)
+    else:
+        for cls in (SegmentationPredictor, DetectionPredictor):
+            monkeypatch.delattr(cls, "construct_result")
+    assert "construct_result" not in vars(FastSAMPredictor)  # inherited, so patched above
+    for resolution in ("low", "network"):
+        with pytest.raises(SfsError, match=f"ultralytics {ultralytics.__version__}.*construct_result"):
+            Segmenter(SegmenterConfig(random_weights=True, device="cpu", mask_resolution=resolution))
+    Segmenter(SegmenterConfig(random_weights=True, device="cpu"))  # "full" does not use the hook
+
+
+def test_grid_mode_fails_loudly_when_the_hook_is_not_called(monkeypatch, photo):
+    """Same signature but no longer called (the hook renamed upstream): segment() says so
+    instead of failing on a missing attribute or returning full-resolution masks as grid ones."""
+    from ultralytics.models.yolo.segment import SegmentationPredictor
+
+    seg = Segmenter(SegmenterConfig(random_weights=True, device="cpu", max_det=4, imgsz=320,
+                                    mask_resolution="low"))
+    grid_class = low_res_predictor(1)
+    monkeypatch.setattr(grid_class, "construct_result", SegmentationPredictor.construct_result)
+    with pytest.raises(SfsError, match="construct_result was not called"):
+        seg.segment(photo)
+
+
+def test_ultralytics_without_the_restricted_loader_is_refused(monkeypatch, tmp_path, segmenter):
+    """Checkpoints are pickles: an Ultralytics without SAFE_LOAD (before 8.4.75) would load
+    them unrestricted, so loading stops with the version named."""
+    from ultralytics.nn import tasks
+
+    monkeypatch.delattr(tasks, "SAFE_LOAD")
+    with pytest.raises(SfsError, match="restricted checkpoint loader"):
+        Segmenter(SegmenterConfig(model=str(segmenter.checkpoint), device="cpu"))

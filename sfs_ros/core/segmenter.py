@@ -10,6 +10,7 @@ OpenCV BGR, so the channel flip happens here, in exactly one place.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import pickle
@@ -22,6 +23,7 @@ import torch
 
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
 from sfs_ros.core.frame import MaskGrid, Masks, SfsError, check_rgb_image, tight_boxes
+from sfs_ros.core.options import MASK_RESOLUTIONS
 from sfs_ros.core.weights import cache_dir, fastsam_architecture, resolve_fastsam
 
 # Ultralytics must never try the network (downloads, pip installs, telemetry) on a robot.
@@ -35,12 +37,23 @@ os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
 
 log = logging.getLogger("sfs_ros.segmenter")
 
-#: "full": Ultralytics upsamples every mask to the image. Otherwise masks stay on a grid over the
-#: letterboxed network input, painted there and upsampled once: "low" = FastSAM's prototype grid
-#: (network input / 4), "network" = the network input itself (prototype logits upsampled x4
-#: bilinear first, as Ultralytics' non-retina path does; pays off for frames larger than imgsz).
-MASK_RESOLUTIONS = ("full", "low", "network")
+#: MASK_RESOLUTIONS (core/options.py): "full": Ultralytics upsamples every mask to the image.
+#: Otherwise masks stay on a grid over the letterboxed network input, painted there and upsampled
+#: once: "low" = FastSAM's prototype grid (network input / 4), "network" = the network input itself
+#: (prototype logits upsampled x4 bilinear first, as Ultralytics' non-retina path does; pays off
+#: for frames larger than imgsz). Grid modes override a private Ultralytics hook (PREDICTOR_HOOK).
 GRID_FACTORS = {"low": 1, "network": 4}
+#: The private Ultralytics method the grid predictor overrides, with the parameters it must have.
+#: It is not public API, so requirements.txt pins the minor release range it was written for and
+#: `check_predictor_hook` refuses any Ultralytics whose hook differs: an override Ultralytics
+#: does not call (or calls with other arguments) would otherwise yield wrong masks silently.
+PREDICTOR_HOOK = ("construct_result", ("self", "pred", "img", "orig_img", "img_path", "proto"))
+#: The Ultralytics range PREDICTOR_HOOK and the restricted loader (tasks.SAFE_LOAD) were checked
+#: against; named in the errors below (requirements.txt and setup.py pin the same range).
+ULTRALYTICS_RANGE = ">=8.4.75,<8.5"
+#: Key random_fastsam_checkpoint stores in the checkpoint dict (plain data the restricted loader
+#: reads): a random-init file keeps reporting random_weights wherever it is copied or passed.
+RANDOM_MARKER = "sfs_ros_random_weights"
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,8 @@ def random_fastsam_checkpoint(model: str, seed: int = 0) -> Path:
     from ultralytics.nn.tasks import SegmentationModel
 
     arch = fastsam_architecture(model)
-    path = cache_dir() / "random" / f"{Path(arch).stem}-nc1-seed{seed}.pt"
+    # "-marked": files cached before RANDOM_MARKER existed are not reused
+    path = cache_dir() / "random" / f"{Path(arch).stem}-nc1-seed{seed}-marked.pt"
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +114,19 @@ def random_fastsam_checkpoint(model: str, seed: int = 0) -> Path:
         yolo.model.task = "segment"
         for branch in yolo.model.model[-1].cv3:
             torch.nn.init.zeros_(branch[-1].bias)
+        yolo.ckpt = {**(yolo.ckpt or {}), RANDOM_MARKER: True}  # Model.save writes ckpt's keys
     tmp = path.with_suffix(f".tmp{os.getpid()}.pt")
     yolo.save(tmp)
     tmp.replace(path)  # atomic: parallel test workers never read half a file
     return path
+
+
+def _ultralytics_error(what: str) -> SfsError:
+    """One wording for an installed Ultralytics that lacks what this module relies on."""
+    import ultralytics
+
+    return SfsError(f"ultralytics {ultralytics.__version__}: {what}; sfs_ros needs ultralytics"
+                    f"{ULTRALYTICS_RANGE} (requirements.txt)")
 
 
 def _load_checkpoint(checkpoint: Path) -> Any:
@@ -111,6 +134,8 @@ def _load_checkpoint(checkpoint: Path) -> Any:
     from ultralytics import FastSAM
     from ultralytics.nn import tasks
 
+    if not hasattr(tasks, "SAFE_LOAD"):  # without it torch_safe_load(safe_only=) is not restricted
+        raise _ultralytics_error("no restricted checkpoint loader (ultralytics.nn.tasks.SAFE_LOAD)")
     try:
         if not tasks.SAFE_LOAD:  # ultralytics was imported before the variable was set
             tasks.torch_safe_load(str(checkpoint), safe_only=True)
@@ -138,6 +163,28 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return tight_boxes(masks.any(axis=2), masks.any(axis=1))
 
 
+def is_random_checkpoint(model: Any) -> bool:
+    """Whether a loaded Ultralytics model came from random_fastsam_checkpoint (RANDOM_MARKER)."""
+    return bool((getattr(model, "ckpt", None) or {}).get(RANDOM_MARKER, False))
+
+
+def check_predictor_hook() -> None:
+    """Raise SfsError unless FastSAMPredictor's PREDICTOR_HOOK takes exactly the parameters the
+    grid predictor's override expects (called at load time by the grid modes)."""
+    from ultralytics.models.fastsam import FastSAMPredictor
+
+    name, expected = PREDICTOR_HOOK
+    hook = getattr(FastSAMPredictor, name, None)
+    if not callable(hook):
+        raise _ultralytics_error(f"FastSAMPredictor.{name} is missing, and mask_resolution "
+                                 f"low/network override it (use mask_resolution full)")
+    found = tuple(inspect.signature(hook).parameters)
+    if found != expected:
+        raise _ultralytics_error(
+            f"FastSAMPredictor.{name}({', '.join(found)}) changed, mask_resolution low/network "
+            f"override {name}({', '.join(expected)}) (use mask_resolution full)")
+
+
 _GRID_PREDICTORS: dict[int, type] = {}
 
 
@@ -148,8 +195,9 @@ def low_res_predictor(factor: int = 1) -> type:
     Same NMS, same boxes (scaled to the image), same mask logits (bilinear-upsampled by
     `factor`) thresholded at 0 and cropped to the box (by cell centre), as Ultralytics'
     `process_mask`; each Results carries `net_shape`, the letterboxed network input (h, w) the
-    MaskGrid is derived from.
+    MaskGrid is derived from. Checks the hook first (check_predictor_hook), on every call.
     """
+    check_predictor_hook()
     if factor not in _GRID_PREDICTORS:
         import torch.nn.functional as F
         from ultralytics.engine.results import Results
@@ -183,6 +231,15 @@ def low_res_predictor(factor: int = 1) -> type:
     return _GRID_PREDICTORS[factor]
 
 
+def _net_shape(result: Any) -> tuple[int, int]:
+    """The network input shape the grid predictor's hook stored; SfsError if it never ran."""
+    shape = getattr(result, "net_shape", None)
+    if shape is None:
+        raise _ultralytics_error(f"FastSAMPredictor.{PREDICTOR_HOOK[0]} was not called, so the "
+                                 "masks are not on the grid mask_resolution low/network expects")
+    return shape
+
+
 class Segmenter:
     """Loads FastSAM once and turns RGB frames into Masks on its own CUDA stream."""
 
@@ -198,11 +255,18 @@ class Segmenter:
             checkpoint = resolve_fastsam(config.model)
         self.checkpoint = checkpoint
         self.model = _load_checkpoint(checkpoint)
+        self._random_weights = config.random_weights or is_random_checkpoint(self.model)
+        if self._random_weights and not config.random_weights:
+            log.warning("FastSAM checkpoint %s holds RANDOM weights (saved by --random-weights): "
+                        "masks are meaningless, outputs are marked random_weights", checkpoint)
+        grid = config.mask_resolution != "full"
+        self.predictor = low_res_predictor(GRID_FACTORS[config.mask_resolution]) if grid else None
         self.stream = new_stream(self.device)
 
     @property
     def random_weights(self) -> bool:
-        return self.config.random_weights
+        """True when the network is untrained: asked for, or the checkpoint says so (RANDOM_MARKER)."""
+        return self._random_weights
 
     def segment(self, image: np.ndarray) -> Masks:
         """All masks of an RGB image over the image, min_area filtering applied.
@@ -228,7 +292,7 @@ class Segmenter:
                 retina_masks=cfg.retina_masks,
                 half=self.half,
                 verbose=False,
-                predictor=low_res_predictor(GRID_FACTORS[cfg.mask_resolution]) if low else None,
+                predictor=self.predictor,
             )[0]
             if result.masks is None or len(result.masks) == 0:
                 return Masks.empty(h, w)
@@ -243,7 +307,7 @@ class Segmenter:
                     data = scale_masks(data[None].float(), (h, w))[0]
                 stack = (data > 0.5).cpu().numpy()
             scores = result.boxes.conf.float().cpu().numpy().astype(np.float32)
-        grid = MaskGrid.letterbox((h, w), result.net_shape, stack.shape[1:]) if low else None
+        grid = MaskGrid.letterbox((h, w), _net_shape(result), stack.shape[1:]) if low else None
         areas = grid.areas(stack) if grid is not None else stack.sum(axis=(1, 2), dtype=np.int64)
         keep = areas >= cfg.min_area
         stack, scores, areas = stack[keep], scores[keep], areas[keep]
