@@ -198,9 +198,11 @@ def test_fuse_low_equals_fuse_of_the_materialised_masks(both, photo):
         label_f, inst_f = fuse(materialised, labels)
         np.testing.assert_array_equal(label_l, label_f)
         np.testing.assert_array_equal(inst_l, inst_f)
-    # the background keeps its full-resolution detail where no labeled mask covers
-    uncovered = label_l == background
-    assert uncovered.any() and (inst_l[uncovered] >= 0).all()
+    # the background keeps its full-resolution detail (per-pixel noise, not grid cells) exactly
+    # where no labeled mask covers
+    uncovered = ~low.masks[ids >= 0].any(axis=0)
+    assert uncovered.sum() > 1000
+    np.testing.assert_array_equal(label_l[uncovered], background[uncovered])
 
 
 def test_subset_and_crops_without_materialising(both):

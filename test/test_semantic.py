@@ -205,8 +205,9 @@ def test_missing_checkpoint_names_id_and_where(tmp_path, monkeypatch):
         SemanticVoteLabeler(SemanticConfig(str(tmp_path / "empty"), device="cpu"))
 
 
-def test_local_folder_loads_real_weights(semantic, tmp_path, photo):
-    """save_pretrained -> the real loading path (safetensors, local files only) round-trips."""
+def test_local_folder_round_trips_saved_weights(semantic, tmp_path, photo):
+    """Weights this test saves (save_pretrained of the random model) load back through the real
+    local-folder path (safetensors, local files only) and predict the same; no pretrained file."""
     folder = tmp_path / "segformer"
     semantic.model.save_pretrained(folder)
     assert (folder / "model.safetensors").is_file()
