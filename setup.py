@@ -12,7 +12,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["sfs_ros", "sfs_ros.*"]),
-    install_requires=["numpy", "opencv-python-headless", "torch", "torchvision", "ultralytics", "open-clip-torch", "tqdm"],
+    # ultralytics: the range sfs_ros.core.segmenter's private-hook override was checked against
+    install_requires=["numpy", "opencv-python-headless", "torch", "torchvision",
+                      "ultralytics>=8.4.75,<8.5", "open-clip-torch", "tqdm"],
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/sfs_ros"]),
         ("share/sfs_ros", ["package.xml"]),

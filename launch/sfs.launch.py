@@ -3,6 +3,7 @@
     ros2 launch sfs_ros sfs.launch.py image_topics:=/camera/image_raw vocabulary:=cityscapes
     ros2 launch sfs_ros sfs.launch.py vocabulary:="['cup, mug', 'table']" device:=cuda:0 use_rviz:=true
     ros2 launch sfs_ros sfs.launch.py random_weights:=true      # no checkpoints needed (demo)
+    ros2 launch sfs_ros sfs.launch.py autostart:=false          # launch drives the lifecycle
 
 Parameters come from `params_file` (default: share/sfs_ros/config/sfs.yaml); every other
 argument left empty keeps the file's value, a non-empty one overrides it. List arguments
@@ -10,23 +11,35 @@ argument left empty keeps the file's value, a non-empty one overrides it. List a
 comma-separated list, vocabulary a preset name, a .txt/.tsv file, or classes separated by ';'
 ("cup, mug; table": ',' separates synonyms within a class).
 
-`launch` and `launch_ros` are imported inside generate_launch_description() only, so this file
-can be read and its helpers tested where ROS launch is not installed.
+The node is a lifecycle node (launch_ros LifecycleNode). `autostart:=true` (default) leaves the
+transitions to the node itself (its `autostart` parameter, from params_file); `autostart:=false`
+passes `--no-autostart` and lets this launch file drive them: it emits *configure*, and when
+configuring has reached *inactive* it emits *activate* (transition events, visible to
+`ros2 lifecycle`). A params file with `autostart: false` under the default keeps the node
+unconfigured for an external lifecycle manager.
+
+`launch`, `launch_ros` and `lifecycle_msgs` are imported inside the functions that build the
+description only, so this file can be read and its helpers tested where ROS launch is not
+installed. Presets and modes come from sfs_ros (one spelling, no copies here).
 """
 from __future__ import annotations
 
 import os
 
+from sfs_ros.core.options import LABELING_MODES
+from sfs_ros.core.vocabulary import PRESETS
+from sfs_ros.core.weights import FASTSAM_MODELS
+
 #: Launch arguments that are node parameters of the same name (see sfs_ros/ros/params.py).
 PARAMETER_ARGUMENTS = {
     "image_topics": "Camera topics (YAML list or comma-separated); names ending in /compressed "
                     "are read as sensor_msgs/CompressedImage.",
-    "vocabulary": "Preset (cityscapes, ade20k, ade20k_full, coco), .txt/.tsv file, YAML list of "
-                  "classes, or classes separated by ';'.",
+    "vocabulary": f"Preset ({', '.join(PRESETS)}), .txt/.tsv file, YAML list of classes, or "
+                  "classes separated by ';'.",
     "device": "auto, cpu or cuda:N.",
-    "model": "FastSAM checkpoint name (FastSAM-s, FastSAM-x) or path.",
+    "model": f"FastSAM checkpoint name ({', '.join(FASTSAM_MODELS)}) or path.",
     "clip_model": "open_clip model name (ViT-B-32, ...).",
-    "labeling_mode": "crop, dense, hybrid (CLIP) or semantic-vote, semantic-hybrid (SegFormer vote).",
+    "labeling_mode": f"One of {', '.join(LABELING_MODES)}.",
     "semantic_checkpoint": "semantic-*: Hugging Face SegFormer id or local folder.",
     "random_weights": "true: run untrained models (demo/tests without checkpoints).",
 }
@@ -36,6 +49,9 @@ LAUNCH_ARGUMENTS = {
     "namespace": ("", "Namespace of the node (and of its relative input topics)."),
     "log_level": ("info", "Logging level of the node (debug, info, warn, error)."),
     "use_rviz": ("false", "Start rviz2 with share/sfs_ros/config/sfs.rviz."),
+    "autostart": ("true", "true: the node configures and activates itself (its autostart "
+                          "parameter); false: this launch file drives configure, then activate, "
+                          "with lifecycle events."),
     "dds_profile": ("", "Fast DDS XML profile for the node (FASTDDS_DEFAULT_PROFILES_FILE), e.g. "
                         "share/sfs_ros/config/fastdds_localhost.xml to keep DDS on loopback with "
                         "large socket buffers; empty keeps the environment."),
@@ -59,6 +75,7 @@ def parse_list(name: str, text: str) -> list[str]:
 
 
 def parse_bool(name: str, text: str) -> bool:
+    """A true/false launch argument; anything else is refused naming the argument."""
     lowered = text.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
         return True
@@ -92,9 +109,38 @@ def _share_dir() -> str:
         return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def node_arguments(arguments: dict[str, str]) -> list[str]:
+    """sfs_node's command-line arguments: `--no-autostart` (before --ros-args, where the node
+    reads it) when this launch file drives the lifecycle, then the log level."""
+    driven = not parse_bool("autostart", arguments.get("autostart", "true"))
+    return (["--no-autostart"] if driven else []) + [
+        "--ros-args", "--log-level", arguments.get("log_level", "info")]
+
+
+def lifecycle_actions(node) -> list:
+    """configure now; activate once configuring ends in 'inactive' (the ros2/demos lifecycle
+    pattern). The handler matches the configuring -> inactive step only, so a later deactivate
+    (active -> deactivating -> inactive) is not undone by a re-activate."""
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    def change(transition_id: int):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition_id))
+
+    activate_when_configured = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+        entities=[change(Transition.TRANSITION_ACTIVATE)],
+    ))
+    return [activate_when_configured, change(Transition.TRANSITION_CONFIGURE)]
+
+
 def _launch_setup(context, *args, **kwargs):
     from launch.actions import ExecuteProcess
-    from launch_ros.actions import Node
+    from launch_ros.actions import LifecycleNode
 
     arguments = {name: value for name, value in context.launch_configurations.items()}
     share = _share_dir()
@@ -102,19 +148,21 @@ def _launch_setup(context, *args, **kwargs):
     env = {}
     if arguments.get("dds_profile"):
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = arguments["dds_profile"]
-    node = Node(
+    node = LifecycleNode(
         package="sfs_ros",
         executable="sfs_node",
         name="sfs_node",
         namespace=arguments.get("namespace", ""),
         parameters=[params_file, parameter_overrides(arguments)],
-        arguments=["--ros-args", "--log-level", arguments.get("log_level", "info")],
+        arguments=node_arguments(arguments),
         additional_env=env,
         output="screen",
         emulate_tty=True,
         sigterm_timeout="5",
     )
     actions = [node]
+    if not parse_bool("autostart", arguments.get("autostart", "true")):
+        actions += lifecycle_actions(node)
     if parse_bool("use_rviz", arguments.get("use_rviz", "false")):
         actions.append(ExecuteProcess(
             cmd=["rviz2", "-d", os.path.join(share, "config", "sfs.rviz")],

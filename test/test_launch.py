@@ -30,13 +30,13 @@ def load_launch_module():
 def test_real_launch_description():
     try:  # (a bare `import launch` finds this repository's launch/ folder as a namespace package)
         from launch import LaunchDescription  # noqa: F401
-        from launch_ros.actions import Node  # noqa: F401
+        from launch_ros.actions import LifecycleNode  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"ROS 2 launch/launch_ros are not installed here (not on PyPI): {exc}")
     description = load_launch_module().generate_launch_description()
     names = {a.name for a in description.get_launch_arguments()}
     assert {"vocabulary", "device", "image_topics", "params_file", "namespace", "model",
-            "clip_model", "log_level", "use_rviz"} <= names
+            "clip_model", "log_level", "use_rviz", "autostart"} <= names
 
 
 def test_module_imports_without_launch():
@@ -46,7 +46,7 @@ def test_module_imports_without_launch():
     top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top_level for a in n.names] + [
         n.module for n in top_level if isinstance(n, ast.ImportFrom)]
-    assert not [n for n in names if n and n.split(".")[0] in ("launch", "launch_ros")]
+    assert not [n for n in names if n and n.split(".")[0] in ("launch", "launch_ros", "lifecycle_msgs")]
     assert callable(load_launch_module().generate_launch_description)
 
 
@@ -86,43 +86,102 @@ class _Recorder:
         self.args, self.kwargs = args, kwargs
 
 
+#: The stand-in classes, by module: each records its arguments.
+_STAND_INS = {
+    "launch.actions": ("DeclareLaunchArgument", "OpaqueFunction", "ExecuteProcess", "EmitEvent",
+                       "RegisterEventHandler"),
+    "launch_ros.actions": ("LifecycleNode",),
+    "launch_ros.event_handlers": ("OnStateTransition",),
+    "launch_ros.events.lifecycle": ("ChangeState",),
+}
+
+
 def _fake_launch(monkeypatch):
-    modules = {
-        "launch": types.ModuleType("launch"),
-        "launch.actions": types.ModuleType("launch.actions"),
-        "launch_ros": types.ModuleType("launch_ros"),
-        "launch_ros.actions": types.ModuleType("launch_ros.actions"),
-    }
+    names = ("launch", "launch.actions", "launch.events", "launch_ros", "launch_ros.actions",
+             "launch_ros.event_handlers", "launch_ros.events", "launch_ros.events.lifecycle")
+    modules = {name: types.ModuleType(name) for name in names}
     modules["launch"].LaunchDescription = lambda entities: list(entities)
-    for name in ("DeclareLaunchArgument", "OpaqueFunction", "ExecuteProcess"):
-        setattr(modules["launch.actions"], name, type(name, (_Recorder,), {}))
-    modules["launch_ros.actions"].Node = type("Node", (_Recorder,), {})
+    modules["launch.events"].matches_action = lambda action: ("matches", action)
+    for module, classes in _STAND_INS.items():
+        for name in classes:
+            setattr(modules[module], name, type(name, (_Recorder,), {}))
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
 
 
-def test_description_against_stand_ins(monkeypatch):
+def _declared_and_setup(monkeypatch):
+    """The stand-in description's declared arguments (name -> kwargs) and its setup function."""
     _fake_launch(monkeypatch)
-    module = load_launch_module()
-    entities = module.generate_launch_description()
+    entities = load_launch_module().generate_launch_description()
     declared = {e.args[0]: e.kwargs for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    assert declared["params_file"]["default_value"] == str(ROOT / "config" / "sfs.yaml")
-    assert declared["use_rviz"]["default_value"] == "false"
-    assert all(kw["description"] for kw in declared.values())
     opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
     assert len(opaque) == 1
+    return declared, opaque[0].kwargs["function"]
 
+
+def _run_setup(setup, declared, **overrides):
     configs = {name: kw["default_value"] for name, kw in declared.items()}
-    configs.update(vocabulary="cup; table", use_rviz="true", namespace="robot",
-                   dds_profile="/x/fastdds.xml", log_level="debug")
-    context = types.SimpleNamespace(launch_configurations=configs)
-    node, rviz = opaque[0].kwargs["function"](context)
+    configs.update(overrides)
+    return setup(types.SimpleNamespace(launch_configurations=configs))
+
+
+def test_description_against_stand_ins(monkeypatch):
+    declared, setup = _declared_and_setup(monkeypatch)
+    assert declared["params_file"]["default_value"] == str(ROOT / "config" / "sfs.yaml")
+    assert declared["use_rviz"]["default_value"] == "false"
+    assert declared["autostart"]["default_value"] == "true"
+    assert all(kw["description"] for kw in declared.values())
+
+    node, rviz = _run_setup(setup, declared, vocabulary="cup; table", use_rviz="true",
+                            namespace="robot", dds_profile="/x/fastdds.xml", log_level="debug")
+    assert type(node).__name__ == "LifecycleNode"
     assert node.kwargs["executable"] == "sfs_node" and node.kwargs["namespace"] == "robot"
     params_file, overrides = node.kwargs["parameters"]
     assert params_file.endswith("config/sfs.yaml") and overrides == {"vocabulary": ["cup", "table"]}
     assert node.kwargs["arguments"] == ["--ros-args", "--log-level", "debug"]
     assert node.kwargs["additional_env"] == {"FASTDDS_DEFAULT_PROFILES_FILE": "/x/fastdds.xml"}
     assert rviz.kwargs["cmd"][:2] == ["rviz2", "-d"] and rviz.kwargs["cmd"][2].endswith("sfs.rviz")
+
+
+def test_autostart_false_drives_configure_then_activate(monkeypatch):
+    """autostart:=false: the node gets --no-autostart (before --ros-args, where it reads it),
+    the launch registers 'activate when configuring reached inactive' and then emits configure."""
+    from lifecycle_msgs.msg import Transition
+
+    declared, setup = _declared_and_setup(monkeypatch)
+    node, handler, configure = _run_setup(setup, declared, autostart="false")
+    assert node.kwargs["arguments"] == ["--no-autostart", "--ros-args", "--log-level", "info"]
+    assert type(configure).__name__ == "EmitEvent"
+    assert configure.kwargs["event"].kwargs == {
+        "lifecycle_node_matcher": ("matches", node), "transition_id": Transition.TRANSITION_CONFIGURE}
+    assert type(handler).__name__ == "RegisterEventHandler"
+    on_transition = handler.args[0]
+    assert type(on_transition).__name__ == "OnStateTransition"
+    assert on_transition.kwargs["target_lifecycle_node"] is node
+    assert (on_transition.kwargs["start_state"], on_transition.kwargs["goal_state"]) == (
+        "configuring", "inactive")  # not active -> deactivating -> inactive: no re-activation
+    [activate] = on_transition.kwargs["entities"]
+    assert activate.kwargs["event"].kwargs == {
+        "lifecycle_node_matcher": ("matches", node), "transition_id": Transition.TRANSITION_ACTIVATE}
+
+
+@pytest.mark.parametrize("autostart", ["true", "True", "1"])
+def test_autostart_true_leaves_the_lifecycle_to_the_node(monkeypatch, autostart):
+    declared, setup = _declared_and_setup(monkeypatch)
+    [node] = _run_setup(setup, declared, autostart=autostart)
+    assert "--no-autostart" not in node.kwargs["arguments"]
+    with pytest.raises(ValueError, match="autostart: expected true or false"):
+        _run_setup(setup, declared, autostart="later")
+
+
+def test_presets_and_modes_are_read_from_sfs_ros(monkeypatch):
+    """The launch file's help texts follow sfs_ros' constants, not copies of them."""
+    from sfs_ros.core import options, vocabulary
+
+    monkeypatch.setattr(options, "LABELING_MODES", options.LABELING_MODES + ("new-mode",))
+    monkeypatch.setattr(vocabulary, "PRESETS", vocabulary.PRESETS + ("new-preset",))
+    arguments = load_launch_module().PARAMETER_ARGUMENTS
+    assert "new-mode" in arguments["labeling_mode"] and "new-preset" in arguments["vocabulary"]
 
 
 def test_rviz_config_shows_input_overlay_and_labels():
