@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from sfs_ros.core import fusion
 from sfs_ros.core.frame import UNLABELED, Frame, InvalidImageError
-from sfs_ros.core.pipeline import BoundedQueue, Pipeline
+from sfs_ros.core.pipeline import STAGES, BoundedQueue, Pipeline
 from sfs_ros.core.vocabulary import load_vocabulary
 
 
@@ -179,3 +180,162 @@ def test_restart_after_stop_serves_frames_and_counts_lost_ones(segmenter, vocab_
     p.submit(frames(photo, 1)[0])
     assert p.wait_idle(60)
     assert p.stop() and results[-1].frame.seq == 0 and p.stats.frames_in == 4
+
+
+# ---------------------------------------------------------------------------- issue #12
+class FakeClock:
+    """The pipeline's `clock`, moved by hand: staleness and latency checks without sleeping."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Blocking(Wrapped):
+    """A real model whose first call waits for `release` (an uninterruptible batch or a stuck
+    device), ignoring the pipeline's cancellation; `entered` is set when that call begins."""
+
+    def __init__(self, inner, method: str) -> None:
+        super().__init__(inner, method)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        call = super().__getattr__(name)
+        if name != self.method:
+            return call
+
+        def blocking(*args, **kwargs):
+            if self.calls == 0:
+                self.entered.set()
+                self.release.wait(60)
+            return call(*args, **kwargs)
+
+        return blocking
+
+
+def timed(photo, times):
+    return [Frame(photo, frame_id="cam", seq=i, time=t) for i, t in enumerate(times)]
+
+
+def stage_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(("sfs-segment", "sfs-label"))]
+
+
+def test_a_restarted_pipeline_never_delivers_a_frame_of_the_old_run(segmenter, vocab_labeler, photo):
+    """Defect 3: stop() timed out while labeling was stuck; the old thread must neither deliver
+    its frame after the restart nor touch the new run's queues and in-flight count."""
+    stuck = Blocking(vocab_labeler, "label")
+    results, in_flight = [], []
+
+    def on_result(result):
+        in_flight.append(p.in_flight)
+        results.append(result.frame.seq)
+
+    p = Pipeline(segmenter, stuck, on_result, drop=False).start()
+    p.submit(Frame(photo, seq=0))
+    assert stuck.entered.wait(60)
+    assert not p.stop(timeout=0.2)  # the label thread is stuck: the join times out
+    old = stage_threads()
+    assert old and p.in_flight == 0 and p.wait_idle(0)
+    p.start()
+    for seq in (10, 11):
+        p.submit(Frame(photo, seq=seq))
+    stuck.release.set()
+    for thread in old:
+        thread.join(60)
+        assert not thread.is_alive()  # the old run ended instead of serving the new queues
+    assert p.wait_idle(120)
+    assert results == [10, 11]
+    assert min(in_flight) >= 0 and p.in_flight == 0
+    s = p.stats
+    assert (s.frames_in, s.frames_out, s.dropped, s.errors) == (3, 2, 1, 0)
+    assert p.stop()
+
+
+def test_frames_older_than_the_newest_one_are_refused(segmenter, vocab_labeler, photo):
+    """Defect 2: a camera's frames never come out with decreasing time."""
+    results = []
+    with Pipeline(segmenter, vocab_labeler, results.append, drop=False) as p:
+        taken = [p.submit(f) for f in timed(photo, [10.0, 12.0, 11.0, None, 12.0, 9.5])]
+        assert p.wait_idle(120)
+    assert taken == [True, True, False, True, True, False]
+    assert [r.frame.time for r in results] == [10.0, 12.0, None, 12.0]
+    s = p.stats
+    assert (s.out_of_order, s.frames_in, s.frames_out, s.dropped) == (2, 4, 4, 0)
+
+
+def test_a_frame_older_than_max_age_at_submit_is_not_processed(segmenter, vocab_labeler, photo):
+    clock, results = FakeClock(), []
+    with Pipeline(segmenter, vocab_labeler, results.append, drop=False, max_age=1.0, clock=clock) as p:
+        assert not p.submit(Frame(photo, time=clock.now - 1.5))
+        assert p.wait_idle(60)
+    s = p.stats
+    assert results == [] and (s.stale, s.frames_in, s.dropped, s.errors) == (1, 1, 0, 0)
+
+
+def test_frames_going_stale_inside_the_pipeline_are_dropped_before_each_stage(
+        segmenter, vocab_labeler, photo):
+    """Frame 0 goes stale while segmenting (dropped before labeling), frame 1 while waiting for
+    the segmenter (dropped before segmenting); a fresh frame then comes out with its
+    camera-to-output latency measured on the same clock."""
+    clock, results = FakeClock(), []
+    seg = Blocking(segmenter, "segment")
+    lab = Wrapped(vocab_labeler, "label")
+    with Pipeline(seg, lab, results.append, drop=False, max_age=1.0, clock=clock) as p:
+        p.submit(Frame(photo, seq=0, time=clock.now))
+        assert seg.entered.wait(60)
+        assert p.submit(Frame(photo, seq=1, time=clock.now))
+        clock.now += 2.0
+        seg.release.set()
+        assert p.wait_idle(120)
+        assert (seg.calls, lab.calls, results) == (1, 0, [])
+        p.submit(Frame(photo, seq=2, time=clock.now - 0.25))
+        assert p.wait_idle(120)
+    s = p.stats
+    assert (s.stale, s.dropped, s.errors, s.frames_out) == (2, 0, 0, 1)
+    assert [r.frame.seq for r in results] == [2]
+    assert results[0].timings["camera_to_output"] == 0.25
+    assert s.latencies["camera_to_output"] == [0.25] and "camera_to_output" in STAGES
+
+
+def test_outputs_not_wanted_are_not_computed(segmenter, vocab_labeler, photo, monkeypatch):
+    fused, asked = [], []
+    real_fuse = fusion.fuse
+    monkeypatch.setattr(fusion, "fuse", lambda *a: fused.append(1) or real_fuse(*a))
+    wanted: set[str] = set()
+    results = []
+
+    def outputs():
+        asked.append(1)
+        return wanted
+
+    with Pipeline(segmenter, vocab_labeler, results.append, drop=False, outputs=outputs) as p:
+        p.submit(Frame(photo, seq=0))
+        assert p.wait_idle(120)
+    r = results[0]
+    assert len(r.labels) == len(r.masks) > 0 and (asked, fused) == ([1], [])
+    assert r.label_image is None and r.instance_image is None and r.overlay is None
+    assert "fuse" not in r.timings
+    wanted.add("instance_image")
+    r = p.process(Frame(photo))
+    assert r.instance_image.max() == len(r.masks) and r.overlay is None and fused == [1]
+    wanted.add("overlay")
+    p.overlay = False  # the node's runtime switch still wins
+    assert p.process(Frame(photo)).overlay is None
+    p.overlay = True
+    assert p.process(Frame(photo)).overlay.shape == photo.shape
+
+
+def test_result_carries_the_vocabulary_version_bound_at_submit(segmenter, vocab_labeler, photo):
+    versioned = Wrapped(vocab_labeler, "label")
+    versioned.bank = replace(vocab_labeler.bank, version=7)
+    results = []
+    with Pipeline(segmenter, versioned, results.append, drop=False) as p:
+        p.submit(Frame(photo, seq=0))
+        versioned.bank = replace(vocab_labeler.bank, version=8)
+        p.submit(Frame(photo, seq=1))
+        assert p.wait_idle(120)
+    assert [r.vocabulary_version for r in results] == [7, 8]
+    assert p.process(Frame(photo)).vocabulary_version == 8

@@ -284,6 +284,8 @@ class Result:
 
     label_image holds class ids (UNLABELED where no named mask covers the pixel),
     instance_image holds 1-based mask indices (0 = no mask), overlay is RGB for viewers.
+    Each image is None when no output asked for it was computed (the Pipeline's `outputs`):
+    the label and instance images come together, from one fusion.
     `random_weights` is True when any model ran untrained: the labels are then meaningless and
     every output built from this Result must say so.
     """
@@ -291,8 +293,8 @@ class Result:
     frame: Frame
     masks: Masks
     labels: Labels
-    label_image: np.ndarray  # (H, W) uint16
-    instance_image: np.ndarray  # (H, W) uint16
+    label_image: np.ndarray | None  # (H, W) uint16
+    instance_image: np.ndarray | None  # (H, W) uint16
     overlay: np.ndarray | None  # (H, W, 3) uint8 RGB
     class_names: tuple[str, ...]
     vocabulary_name: str

@@ -6,6 +6,15 @@ Both queues are bounded. In live mode (`drop=True`, the default) they keep the l
 count what they drop, so latency never builds up behind a slow stage; in offline mode
 (`drop=False`) `submit` blocks instead, so every frame of a bag or folder is processed.
 An exception in a stage is logged, counted and reported to `on_error`; the next frame is served.
+
+Live-camera rules (one Pipeline per camera): a frame whose `Frame.time` is older than the newest
+one already submitted is refused, so results never go back in time; with `max_age` a frame that
+is already too old when it reaches a stage is dropped instead of costing a model call; and every
+delivered frame with a time reports its camera-to-output latency.
+
+Each start() begins a new run with its own queues, stop event and in-flight count, which its
+threads capture: a thread that outlives stop() (join timeout, an uninterruptible CLIP batch) can
+never take a frame of a later run, deliver a result, or change the later run's counts.
 """
 from __future__ import annotations
 
@@ -14,20 +23,24 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Deque, Generic, TypeVar
+from typing import Any, Callable, Collection, Deque, Generic, TypeVar
 
 import numpy as np
 import torch
 
 from sfs_ros.core import fusion
-from sfs_ros.core.frame import Frame, Masks, Result, check_rgb_image
+from sfs_ros.core.frame import Frame, Labels, Masks, Result, check_rgb_image
 from sfs_ros.core.labeler import Labeler, LabelerConfig, LabelingCancelled, TextBank
 from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
 from sfs_ros.core.semantic import HybridLabeler, SemanticConfig, SemanticVoteLabeler
 
 log = logging.getLogger("sfs_ros.pipeline")
 T = TypeVar("T")
-STAGES = ("segment", "label", "fuse", "total")
+#: Latency stages kept by the pipeline; "camera_to_output" is delivery time minus Frame.time
+#: on the pipeline's clock (only frames with a time report it).
+STAGES = ("segment", "label", "fuse", "total", "camera_to_output")
+#: Names an `outputs` callable may return; any of them needs the fusion, "overlay" the overlay.
+OUTPUTS = ("label_image", "instance_image", "overlay")
 
 
 class BoundedQueue(Generic[T]):
@@ -82,7 +95,13 @@ class BoundedQueue(Generic[T]):
 
 @dataclass
 class PipelineStats:
-    """Counters and recent per-stage latencies (seconds); a snapshot, safe to read anywhere."""
+    """Counters and recent per-stage latencies (seconds); a snapshot, safe to read anywhere.
+
+    `frames_in` counts the frames submit() took; once idle, frames_in == frames_out + dropped +
+    errors + stale. `dropped` is queue drops only (keep-latest, or frames still queued at stop());
+    `stale` frames were older than `max_age` at a stage and are not in `dropped`;
+    `out_of_order` frames were refused by submit() and are not in `frames_in`.
+    """
 
     frames_in: int = 0
     frames_out: int = 0
@@ -90,6 +109,8 @@ class PipelineStats:
     errors: int = 0
     masks_out: int = 0
     latencies: dict[str, list[float]] = field(default_factory=dict)
+    stale: int = 0
+    out_of_order: int = 0
 
     def percentile(self, stage: str, q: float) -> float:
         values = self.latencies.get(stage) or [float("nan")]
@@ -105,12 +126,44 @@ class _Work:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class _Run:
+    """One start()..stop() generation: what its two threads may touch, and nothing else.
+
+    After stop() sets `stopped` its queues are closed and its result gate shut; once stop() has
+    written its frames off as dropped (`retired`), its late bookkeeping is ignored.
+    """
+
+    def __init__(self, queue_size: int, drop: bool) -> None:
+        self.inq: BoundedQueue[_Work] = BoundedQueue(queue_size, drop)
+        self.mid: BoundedQueue[_Work] = BoundedQueue(queue_size, drop)
+        self.stopped = threading.Event()
+        #: held while a result is handed to on_result, so stop() can wait for a delivery that
+        #: began before it and no delivery begins after it
+        self.delivery = threading.RLock()
+        self.in_flight = 0  # guarded by the Pipeline's lock
+        self.retired = False  # guarded by the Pipeline's lock
+        self.threads: list[threading.Thread] = []
+
+
 ResultCallback = Callable[[Result], None]
 ErrorCallback = Callable[[str, Frame, BaseException], None]
+OutputsCallback = Callable[[], Collection[str]]
 
 
 class Pipeline:
-    """Owns the two stage threads; the caller owns the Segmenter and Labeler it passes in."""
+    """Owns the two stage threads; the caller owns the Segmenter and Labeler it passes in.
+
+    The order check keeps the newest `Frame.time` for the Pipeline's life, across stop() and
+    start(): one Pipeline serves one camera's stream (a stream that restarts its clock, such as
+    a looping bag, needs a new Pipeline).
+    `max_age` (seconds, 0 = off): a frame whose `Frame.time` is older than that on `clock()` at
+    submit, before segmenting or before labeling is dropped and counted in `stats.stale`.
+    `clock` must be the clock `Frame.time` is on (the node passes its ROS clock).
+    `outputs`, called once per frame in the label stage, names the images wanted (see OUTPUTS;
+    other names are ignored, None = all): the fusion runs only when one of them is wanted,
+    the overlay only when "overlay" is and the `overlay` attribute is True. `max_age`, `clock`,
+    `outputs`, `overlay` and `overlay_alpha` may be changed while running.
+    """
 
     def __init__(
         self,
@@ -124,56 +177,85 @@ class Pipeline:
         overlay: bool = True,
         overlay_alpha: float = 0.5,
         history: int = 200,
+        max_age: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        outputs: OutputsCallback | None = None,
     ) -> None:
+        if not max_age >= 0:
+            raise ValueError(f"max_age must be >= 0 seconds, got {max_age}")
         self.segmenter, self.labeler = segmenter, labeler
         self.on_result, self.on_error = on_result, on_error
         self.overlay, self.overlay_alpha = overlay, overlay_alpha
+        self.max_age, self.clock, self.outputs = max_age, clock, outputs
         self._queue_size, self._drop = queue_size, drop
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._run: _Run | None = None
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        # held from the order check to the enqueue, so concurrent submits cannot reorder frames
+        self._submit_lock = threading.Lock()
+        # one call per model at a time: a run's thread that outlives stop() finishes its call
+        # before the next run's thread starts one (the models are not made for two callers)
+        self._segment_lock, self._label_lock = threading.Lock(), threading.Lock()
+        self._newest: float | None = None  # newest Frame.time submitted
         self._stats = PipelineStats()
         self._latencies = {s: collections.deque(maxlen=history) for s in STAGES}
-        self._idle = threading.Condition(self._lock)
-        self._in_flight = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Pipeline":
-        if self._threads:
+        """Begin a new run (fresh queues and counts); a no-op while running."""
+        if self._run is not None:
             return self
         self.labeler.bank  # fail early, in the caller's thread, when no vocabulary is set
-        self._stop.clear()
-        # fresh queues: a stopped pipeline's queues are closed for good, so it can start again
-        self._in: BoundedQueue[_Work] = BoundedQueue(self._queue_size, self._drop)
-        self._mid: BoundedQueue[_Work] = BoundedQueue(self._queue_size, self._drop)
+        run = _Run(self._queue_size, self._drop)
         for name, loop in (("sfs-segment", self._segment_loop), ("sfs-label", self._label_loop)):
-            thread = threading.Thread(target=loop, name=name, daemon=True)
+            run.threads.append(threading.Thread(target=loop, args=(run,), name=name, daemon=True))
+        for thread in run.threads:
             thread.start()
-            self._threads.append(thread)
+        with self._lock:
+            self._run = run
         return self
 
     @property
     def running(self) -> bool:
-        return bool(self._threads)
+        return self._run is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Frames of the current run submitted but not yet out, dropped, failed or stale."""
+        run = self._run
+        return 0 if run is None else run.in_flight
 
     def stop(self, timeout: float = 2.0) -> bool:
-        """Stop both threads; True when both joined within `timeout` seconds."""
-        self._stop.set()
-        if not self._threads:
+        """End the run; True when both threads joined within `timeout` seconds.
+
+        Frames still queued or mid-stage are counted as dropped and never come out, even from a
+        thread that outlives the timeout: it only finishes its current model call.
+        """
+        with self._lock:
+            run, self._run = self._run, None
+        if run is None:
             return True
-        self._in.close()
-        self._mid.close()
+        run.stopped.set()
+        run.inq.close()
+        run.mid.close()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in self._threads if t.is_alive()]
+        for thread in run.threads:
+            if thread is not threading.current_thread():  # stop() from inside on_result
+                thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in run.threads if t.is_alive()]
         if alive:
             log.error("pipeline threads still running after %.1f s: %s", timeout, alive)
-        self._threads = []
-        with self._lock:  # frames still queued or cancelled mid-stage never come out
-            self._stats.dropped += self._in_flight
-            self._in_flight = 0
-            self._idle.notify_all()
+        gate_shut = run.delivery.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            if not gate_shut:
+                log.error("on_result still running after %.1f s", timeout)
+            with self._lock:
+                self._stats.dropped += run.in_flight
+                run.in_flight, run.retired = 0, True
+                self._idle.notify_all()
+        finally:
+            if gate_shut:
+                run.delivery.release()
         return not alive
 
     def __enter__(self) -> "Pipeline":
@@ -184,52 +266,87 @@ class Pipeline:
 
     # ------------------------------------------------------------------ input
     def submit(self, frame: Frame) -> bool:
-        """Queue a frame (RGB checked here, in the caller's thread). False if one was dropped.
+        """Queue a frame (RGB checked here, in the caller's thread). False if one was dropped:
+        an older queued frame (keep-latest), or this one when it is older than the newest frame
+        submitted (`stats.out_of_order`) or than `max_age` (`stats.stale`).
 
         The vocabulary is bound at submission: a vocabulary change never mixes into a frame.
         """
         check_rgb_image(frame.image)
-        if not self._threads:
-            raise RuntimeError("pipeline is not running: call start() first")
-        with self._lock:
-            self._stats.frames_in += 1
-            self._in_flight += 1
-        kept = self._in.put(_Work(frame, self.labeler.bank, time.monotonic()))
+        with self._submit_lock:
+            with self._lock:
+                run = self._run
+                if run is None:
+                    raise RuntimeError("pipeline is not running: call start() first")
+                work = _Work(frame, self.labeler.bank, time.monotonic())
+                if self._older_than_newest(frame):
+                    return False
+                self._stats.frames_in += 1
+                run.in_flight += 1
+            if self._expired(run, work):
+                return False
+            kept = run.inq.put(work)
         if not kept:
-            self._finish(dropped=True)
+            self._finish(run, dropped=True)
         return kept
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every submitted frame came out, was dropped or failed."""
+        """Block until every frame submitted to the current run came out, was dropped or failed."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+            run = self._run
+            return run is None or self._idle.wait_for(lambda: run.in_flight == 0, timeout)
+
+    def _older_than_newest(self, frame: Frame) -> bool:
+        """Order check (caller holds the lock): strictly older than the newest time is refused."""
+        if frame.time is None:
+            return False
+        if self._newest is not None and frame.time < self._newest:
+            self._stats.out_of_order += 1
+            return True
+        self._newest = frame.time
+        return False
+
+    def _expired(self, run: _Run, work: _Work) -> bool:
+        """True (and counted) when the frame is older than `max_age` now."""
+        t, max_age = work.frame.time, self.max_age
+        if max_age <= 0 or t is None or self.clock() - t <= max_age:
+            return False
+        self._finish(run, stale=True)
+        return True
 
     # ------------------------------------------------------------------ synchronous use
     def process(self, frame: Frame) -> Result:
-        """Run both stages in the caller's thread (benchmarks, tests, one-off calls)."""
+        """Run both stages in the caller's thread (benchmarks, tests, one-off calls).
+
+        Same outputs, vocabulary version and camera-to-output timing as the threaded path, but
+        no order or `max_age` check and no stats: the caller asked for this very frame.
+        """
         work = _Work(frame, self.labeler.bank, time.monotonic())
         self._run_segment(work)
-        return self._run_label(work)
+        result = self._run_label(work, cancelled=lambda: False)
+        self._time_to_output(result)
+        return result
 
     # ------------------------------------------------------------------ stages
     def _run_segment(self, work: _Work) -> None:
-        t0 = time.monotonic()
-        work.masks = self.segmenter.segment(work.frame.image)
-        work.timings["segment"] = time.monotonic() - t0
+        with self._segment_lock:
+            t0 = time.monotonic()
+            work.masks = self.segmenter.segment(work.frame.image)
+            work.timings["segment"] = time.monotonic() - t0
 
-    def _run_label(self, work: _Work) -> Result:
+    def _run_label(self, work: _Work, cancelled: Callable[[], bool]) -> Result:
         frame, masks, bank = work.frame, work.masks, work.bank
         assert masks is not None
-        t0 = time.monotonic()
-        labels = self.labeler.label(frame.image, masks, bank, cancelled=self._stop.is_set)
-        t1 = time.monotonic()
-        label_image, instance_image = fusion.fuse(masks, labels)
-        palette = bank.vocabulary.palette
-        over = None
-        if self.overlay:
-            over = fusion.overlay(frame.image, label_image, instance_image, palette, self.overlay_alpha)
+        with self._label_lock:
+            t0 = time.monotonic()
+            labels = self.labeler.label(frame.image, masks, bank, cancelled=cancelled)
+            t1 = time.monotonic()
+        timings = dict(work.timings, label=t1 - t0)
+        label_image, instance_image, over = self._images(frame, masks, labels, bank)
         t2 = time.monotonic()
-        timings = dict(work.timings, label=t1 - t0, fuse=t2 - t1, total=t2 - work.t_submit)
+        if label_image is not None:
+            timings["fuse"] = t2 - t1
+        timings["total"] = t2 - work.t_submit
         return Result(
             frame=frame,
             masks=masks,
@@ -240,68 +357,103 @@ class Pipeline:
             class_names=bank.vocabulary.names,
             vocabulary_name=bank.vocabulary.name,
             random_weights=self.segmenter.random_weights or self.labeler.random_weights,
+            vocabulary_version=bank.version,
             timings=timings,
         )
 
-    def _segment_loop(self) -> None:
-        while (work := self._in.get()) is not None:
+    def _images(self, frame: Frame, masks: Masks, labels: Labels, bank: TextBank
+                ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Label, instance and overlay images, each None when no wanted output needs it."""
+        wanted = set(OUTPUTS if self.outputs is None else self.outputs())
+        if not self.overlay:
+            wanted.discard("overlay")
+        if wanted.isdisjoint(OUTPUTS):
+            return None, None, None
+        label_image, instance_image = fusion.fuse(masks, labels)
+        over = None
+        if "overlay" in wanted:
+            over = fusion.overlay(frame.image, label_image, instance_image, bank.vocabulary.palette,
+                                  self.overlay_alpha)
+        return label_image, instance_image, over
+
+    def _time_to_output(self, result: Result) -> None:
+        """Camera-to-output latency, on the clock Frame.time is on, into the Result's timings."""
+        if result.frame.time is not None:
+            result.timings["camera_to_output"] = self.clock() - result.frame.time
+
+    def _segment_loop(self, run: _Run) -> None:
+        while (work := run.inq.get()) is not None:
+            if self._expired(run, work):
+                continue
             try:
                 self._run_segment(work)
             except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the stage
-                self._fail("segment", work, exc)
+                self._fail(run, "segment", work, exc)
                 continue
-            if not self._mid.put(work):
-                self._finish(dropped=True)
+            if not run.mid.put(work):
+                self._finish(run, dropped=True)
 
-    def _label_loop(self) -> None:
-        while (work := self._mid.get()) is not None:
+    def _label_loop(self, run: _Run) -> None:
+        while (work := run.mid.get()) is not None:
+            if self._expired(run, work):
+                continue
             try:
-                result = self._run_label(work)
+                result = self._run_label(work, cancelled=run.stopped.is_set)
             except LabelingCancelled:
                 return  # stop() counts the cancelled frame as dropped
             except Exception as exc:  # noqa: BLE001
-                self._fail("label", work, exc)
+                self._fail(run, "label", work, exc)
                 continue
+            self._deliver(run, result)
+
+    def _deliver(self, run: _Run, result: Result) -> None:
+        """Hand a result over unless its run was stopped (stop() then counts it as dropped)."""
+        with run.delivery:
+            if run.stopped.is_set():
+                return
+            self._time_to_output(result)
             try:
                 self.on_result(result)
             except Exception:  # noqa: BLE001 - a consumer bug must not kill the stage
                 log.exception("on_result callback failed")
-            self._finish(result=result)  # after delivery, so wait_idle() means "all delivered"
+            self._finish(run, result=result)  # after delivery: wait_idle() means "all delivered"
 
     # ------------------------------------------------------------------ bookkeeping
-    def _fail(self, stage: str, work: _Work, exc: BaseException) -> None:
+    def _fail(self, run: _Run, stage: str, work: _Work, exc: BaseException) -> None:
         log.error("%s stage failed on frame %s: %s: %s", stage, work.frame.seq, type(exc).__name__, exc)
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             # the frame is skipped; hand its cached blocks back so the next frame can fit
             torch.cuda.empty_cache()
-        self._finish(error=True)
-        if self.on_error is not None:
+        self._finish(run, error=True)
+        if self.on_error is not None and not run.stopped.is_set():
             try:
                 self.on_error(stage, work.frame, exc)
             except Exception:  # noqa: BLE001
                 log.exception("on_error callback failed")
 
-    def _finish(self, result: Result | None = None, dropped: bool = False, error: bool = False) -> None:
+    def _finish(self, run: _Run, result: Result | None = None, dropped: bool = False,
+                error: bool = False, stale: bool = False) -> None:
+        """Account for one frame of `run`; ignored once stop() wrote the run's frames off."""
         with self._lock:
-            self._in_flight -= 1
+            if run.retired:
+                return
+            run.in_flight -= 1
             stats = self._stats
             stats.dropped += dropped
             stats.errors += error
+            stats.stale += stale
             if result is not None:
                 stats.frames_out += 1
                 stats.masks_out += len(result.masks)
                 for stage, seconds in result.timings.items():
-                    self._latencies[stage].append(seconds)
+                    if stage in self._latencies:
+                        self._latencies[stage].append(seconds)
             self._idle.notify_all()
 
     @property
     def stats(self) -> PipelineStats:
         with self._lock:
-            s = self._stats
-            return PipelineStats(
-                s.frames_in, s.frames_out, s.dropped, s.errors, s.masks_out,
-                {k: list(v) for k, v in self._latencies.items()},
-            )
+            return replace(self._stats, latencies={k: list(v) for k, v in self._latencies.items()})
 
 
 def load_models(
