@@ -109,3 +109,54 @@ def test_bad_arguments_exit_2_with_reason(photos, args, message):
     args = [a.format(photos=photos) for a in args]
     run = sfs(*args[:2], *SMALL, *args[2:])  # the bad value comes last, so it wins
     assert run.returncode == 2 and message in run.stderr.lower() and "Traceback" not in run.stderr
+
+
+def test_same_stem_images_keep_their_own_outputs(tmp_path):
+    """a.jpg and a.png in one folder used to write labels/a.png twice, the second overwriting."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = skimage.data.coffee()[::4, ::4, ::-1]
+    cv2.imwrite(str(folder / "a.jpg"), image)
+    cv2.imwrite(str(folder / "a.png"), image)
+    cv2.imwrite(str(folder / "b.png"), image)
+    out = tmp_path / "out"
+    run = sfs("segment", str(folder), "--vocab", "cup", "--out", str(out), *SMALL)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["a_jpg.png", "a_png.png", "b.png"]
+    assert sorted(p.name for p in (out / "instances").iterdir()) == ["a_jpg.json", "a_png.json", "b.json"]
+
+
+def test_no_images_is_said_before_any_model_loads(tmp_path):
+    """An empty folder on a machine without weights: the answer is about the folder, not about
+    the missing checkpoint the model load would have complained of first."""
+    (tmp_path / "empty").mkdir()
+    env = dict(os.environ, SFS_WEIGHTS_DIR=str(tmp_path))
+    run = sfs("segment", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--device", "cpu", env=env)
+    assert run.returncode == 2 and "no images" in run.stderr, run.stderr
+    assert "FastSAM" not in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("template", ["{} {}", "{0}", "a photo", "{name}"])
+def test_a_bad_template_is_one_clear_error(photos, tmp_path, template):
+    """`--templates "{} {}"` ended in an IndexError traceback; the core's one template check
+    refuses it before any model loads."""
+    run = sfs("segment", str(photos), "--out", str(tmp_path / "o"), *SMALL, "--templates", template)
+    assert run.returncode == 2 and "template" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_semantic_vote_applies_the_threshold_as_a_vote_share(photos, tmp_path):
+    """`--threshold` in semantic-vote is the vote-share cut, as the node's score_threshold is
+    (it used to be ignored by the CLI): every labeled mask holds at least that share."""
+    out = tmp_path / "out"
+    run = sfs("segment", str(photos / "coffee.png"), "--labeling", "semantic-vote", "--out",
+              str(out), *SMALL, "--threshold", "0.9", "--vocab", "ade20k")
+    assert run.returncode == 0, run.stderr
+    record = json.loads((out / "instances" / "coffee.json").read_text())
+    votes = [i["proposals"][0]["score"] for i in record["instances"]]
+    assert any(v < 0.9 for v in votes), "pick a frame with weak votes, or the test proves nothing"
+    for instance, share in zip(record["instances"], votes):
+        assert (instance["class_id"] >= 0) == (share >= 0.9), instance
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labeler"]["threshold"] == 0.9
+    assert summary["labeler"]["threshold_kind"] == "vote_share"

@@ -45,48 +45,95 @@ def test_every_parameter_has_a_description_and_a_valid_default():
 def test_runtime_parameters_are_the_documented_ones():
     assert params.RUNTIME == {
         "vocabulary", "prompt_templates", "score_threshold", "overlay_alpha",
-        "publish_overlay", "publish_instances",
+        "publish_overlay", "publish_instances", "max_frame_age",
     }
 
 
-def test_defaults_agree_with_the_core():
-    from sfs_ros.core.labeler import DEFAULT_TEMPLATES, LabelerConfig
+def _tuples(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def test_table_defaults_are_the_core_defaults():
+    """The node's defaults, built through the one config path, are the core dataclasses'
+    own defaults: a user of the Python core gets what a node user gets."""
+    from sfs_ros.core.config import build_configs
+    from sfs_ros.core.labeler import LabelerConfig
     from sfs_ros.core.segmenter import SegmenterConfig
-    from sfs_ros.core.vocabulary import PRESETS
+    from sfs_ros.core.semantic import SemanticConfig
 
-    d = params.defaults()
-    seg, lab = SegmenterConfig(), LabelerConfig()
-    assert tuple(d["prompt_templates"]) == DEFAULT_TEMPLATES == lab.templates
-    assert params.PRESETS == PRESETS
-    assert (d["model"], d["imgsz"], d["conf"], d["iou"], d["retina_masks"], d["min_mask_area"]) == (
-        seg.model, seg.imgsz, seg.conf, seg.iou, seg.retina_masks, seg.min_area)
-    from sfs_ros.core.segmenter import MASK_RESOLUTIONS
+    configs = build_configs(_tuples(params.defaults()))
+    assert configs.segmenter == SegmenterConfig()
+    assert configs.labeler == LabelerConfig()
+    assert configs.semantic is None and configs.mode == "crop"
+    semantic = build_configs(_tuples({**params.defaults(), "labeling_mode": "semantic-hybrid"}))
+    assert semantic.semantic == SemanticConfig()
 
-    assert d["mask_resolution"] == seg.mask_resolution
-    assert params.BY_NAME["mask_resolution"].choices == MASK_RESOLUTIONS
-    assert (d["clip_model"], d["clip_pretrained"], d["score_threshold"], d["topk"]) == (
-        lab.clip_model, lab.pretrained, lab.threshold, lab.topk)
-    from sfs_ros.core.labeler import LABELING_MODES
-    from sfs_ros.core.semantic import SEMANTIC_MODES, SemanticConfig
 
-    assert d["labeling_mode"] == lab.mode
-    assert params.BY_NAME["labeling_mode"].choices == LABELING_MODES + SEMANTIC_MODES
-    sem = SemanticConfig()
-    assert (d["semantic_checkpoint"], d["min_vote_share"]) == (sem.checkpoint, sem.min_vote_share)
+def _other_value(option):
+    """A valid value of `option` that is not its default."""
+    value = option.default
+    if option.choices:
+        return next(c for c in option.choices if c != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + (option.step or 1)
+    if isinstance(value, float):
+        return round(value / 2 + 0.07, 3)
+    if option.name == "vocabulary":
+        return ("cup", "table, desk")
+    if option.name == "prompt_templates":
+        return ("a picture of a {}.",)
+    if option.name == "crop_scales":
+        return (1.0, 2.0)
+    return {"device": "cpu"}.get(option.name, value + ".other")
+
+
+@pytest.mark.parametrize("option", [o for o in params.PARAMS if o.cli], ids=lambda o: o.name)
+def test_every_core_option_reaches_the_core_from_the_node_and_both_commands(option):
+    """One config path: each core option is a node parameter AND a flag of `sfs` and
+    `sfs_eval`, and a non-default value given either way changes the same core config."""
+    from sfs_ros.cli import build_parser as sfs_parser
+    from sfs_ros.core import options
+    from sfs_ros.core.config import build_configs
+    from sfs_ros.eval.cli import build_parser as eval_parser
+
+    assert option.name in params.BY_NAME
+    value = _other_value(option)
+    assert option.validate(value) is None, value
+    flag_value = [str(v) for v in value] if isinstance(value, tuple) else [str(value)]
+    if isinstance(value, bool):
+        argv = [option.cli_flag if value else "--no-" + option.cli_flag[2:]]
+    else:
+        argv = [option.cli_flag, *flag_value]
+    base = _tuples(options.defaults())
+    if option.name in ("semantic_checkpoint", "min_vote_share"):  # only semantic-* read them
+        base["labeling_mode"] = "semantic-hybrid"
+        argv += ["--labeling", "semantic-hybrid"]
+    from_node = build_configs({**base, option.name: value})
+    for argv0 in (["segment", "in.png"], ["run", "bag", "--out", "o"]):
+        parser = sfs_parser() if argv0[0] == "segment" else eval_parser()
+        args = parser.parse_args([*argv0, *argv])
+        from_cli = build_configs(options.values_from_args(args))
+        assert from_cli == from_node
+    if option.name != "vocabulary":  # the vocabulary reaches the labeler, not a config
+        assert from_node != build_configs(base), f"{option.name} changes nothing the core is built with"
 
 
 def test_descriptors_carry_description_read_only_and_ranges():
     from rcl_interfaces.msg import ParameterType
 
-    imgsz = params.BY_NAME["imgsz"].descriptor()
+    imgsz = params.descriptor(params.BY_NAME["imgsz"])
     assert imgsz.read_only and imgsz.type == ParameterType.PARAMETER_INTEGER
     assert (imgsz.integer_range[0].from_value, imgsz.integer_range[0].step) == (32, 32)
-    vocab = params.BY_NAME["vocabulary"].descriptor()
+    vocab = params.descriptor(params.BY_NAME["vocabulary"])
     assert not vocab.read_only and vocab.type == ParameterType.PARAMETER_STRING_ARRAY
     assert "preset" in vocab.description and "runtime" in vocab.description
-    alpha = params.BY_NAME["overlay_alpha"].descriptor()
+    alpha = params.descriptor(params.BY_NAME["overlay_alpha"])
     assert alpha.floating_point_range[0].to_value == 1.0
-    assert "One of: mono16, mono8" in params.BY_NAME["label_encoding"].descriptor().description
+    assert "One of: mono16, mono8" in params.descriptor(params.BY_NAME["label_encoding"]).description
+    scales = params.descriptor(params.BY_NAME["crop_scales"])
+    assert scales.type == ParameterType.PARAMETER_DOUBLE_ARRAY
 
 
 @pytest.mark.parametrize(
@@ -97,7 +144,10 @@ def test_descriptors_carry_description_read_only_and_ranges():
         ({"vocabulary": ("cup", "Cup")}, "duplicate class name"),
         ({"vocabulary": ("cocoo.tsv",)}, "not found"),
         ({"prompt_templates": ("a photo",)}, "must contain '{}'"),
-        ({"prompt_templates": ()}, "prompt_templates is empty"),
+        ({"prompt_templates": ("{} {}",)}, "must contain '{}' exactly once"),
+        ({"prompt_templates": ()}, "at least one prompt template"),
+        ({"crop_scales": ()}, "crop_scales must hold"),
+        ({"crop_scales": (1.0, 0.0)}, r"crop_scales must lie in"),
         ({"image_topics": ()}, "image_topics is empty"),
         ({"image_topics": ("bad topic",)}, "not a valid topic name"),
         ({"image_topics": ("a", "a")}, "twice"),
@@ -118,17 +168,21 @@ def test_validation_says_why(values, words):
 
 
 def test_vocabulary_note_flags_one_class_vocabularies():
-    assert "did you mean the preset 'coco'" in params.vocabulary_note(["cocoa"])
-    assert "ONE custom class 'person'" in params.vocabulary_note(["person"])
-    assert params.vocabulary_note(["coco"]) is None
-    assert params.vocabulary_note(["cup", "table"]) is None
+    from sfs_ros.core.vocabulary import vocabulary_note
+
+    assert "did you mean the preset 'coco'" in vocabulary_note(["cocoa"])
+    assert "ONE custom class 'person'" in vocabulary_note(["person"])
+    assert vocabulary_note(["coco"]) is None
+    assert vocabulary_note(["cup", "table"]) is None
 
 
 def test_vocabulary_spec():
-    assert params.vocabulary_spec(["coco"]) == "coco"
-    assert params.vocabulary_spec(["my/classes.txt"]) == "my/classes.txt"
-    assert params.vocabulary_spec(["person"]) == ["person"]
-    assert params.vocabulary_spec(["cup, mug", "table"]) == ["cup, mug", "table"]
+    from sfs_ros.core.vocabulary import vocabulary_spec
+
+    assert vocabulary_spec(["coco"]) == "coco"
+    assert vocabulary_spec(["my/classes.txt"]) == "my/classes.txt"
+    assert vocabulary_spec(["person"]) == ["person"]
+    assert vocabulary_spec(["cup, mug", "table"]) == ["cup, mug", "table"]
     assert params.validate({"vocabulary": ("coco",), "label_encoding": "mono8"}) is None
 
 

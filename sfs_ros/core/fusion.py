@@ -137,3 +137,16 @@ def overlay(
     boundary[:-1, :] |= instance_image[:-1, :] != instance_image[1:, :]
     out[boundary] = 255
     return out
+
+
+def mark_random(overlay: np.ndarray) -> np.ndarray:
+    """A copy of an overlay made by untrained models with a red banner saying so, so no picture
+    of a random-weight run passes for a result (the CLI's and the evaluator's overlays)."""
+    import cv2
+
+    out = overlay.copy()
+    h = max(18, out.shape[0] // 20)
+    cv2.rectangle(out, (0, 0), (out.shape[1], h + 8), (200, 0, 0), thickness=-1)
+    cv2.putText(out, "RANDOM WEIGHTS - labels meaningless", (4, h), cv2.FONT_HERSHEY_SIMPLEX,
+                h / 30.0, (255, 255, 255), max(1, h // 15), cv2.LINE_AA)
+    return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
 from sfs_ros.core.frame import UNLABELED_CLASS, Labels, MaskGrid, Masks, SfsError, check_rgb_image
 from sfs_ros.core.labeler import Labeler, LabelingCancelled, TextBank
+from sfs_ros.core.labeling import next_version
 from sfs_ros.core.vocabulary import VocabClass, Vocabulary, load_vocabulary, palette_for
 from sfs_ros.core.weights import WeightsMissingError, weights_dir
 
@@ -318,7 +319,8 @@ class SemanticVoteLabeler:
         self.model = build_model(config).eval().to(self.device, self.dtype)
         id2label = {int(i): name for i, name in self.model.config.id2label.items()}
         self.num_classes = len(id2label)
-        self._bank = SemanticBank(checkpoint_vocabulary(id2label))
+        self._bank = SemanticBank(checkpoint_vocabulary(id2label), next_version())
+        self.threshold_kind = "vote_share"  # what `threshold` cuts (MaskLabeler)
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.stream = new_stream(self.device)
@@ -345,7 +347,23 @@ class SemanticVoteLabeler:
     def bank(self) -> SemanticBank:
         return self._bank
 
+    def fixed_vocabulary(self, extra: tuple[str, ...] = ()) -> Vocabulary:
+        """The checkpoint's classes: a vote can only name what the model was trained on."""
+        return self.vocabulary
+
+    def describe(self) -> dict:
+        """The vote settings in effect (threshold = the vote-share cut)."""
+        return {**asdict(self.config), "threshold_kind": self.threshold_kind}
+
+    def use(self, bank: SemanticBank) -> None:
+        self._bank = bank
+
     def set_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> SemanticBank:
+        bank = self.prepare_vocabulary(vocabulary, templates)
+        self.use(bank)
+        return bank
+
+    def prepare_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> SemanticBank:
         """Accept only the checkpoint's own label set (same names in the same order; colours and
         synonyms may differ): class ids are the model's output channels and cannot be renamed."""
         ours = [n.casefold() for n in self.vocabulary.names]
@@ -356,8 +374,7 @@ class SemanticVoteLabeler:
                 f"vocabulary {vocabulary.name!r} ({len(vocabulary)} classes) differs. Use the "
                 "checkpoint's vocabulary, or the hybrid mode to add open-vocabulary classes."
             )
-        self._bank = SemanticBank(vocabulary)
-        return self._bank
+        return SemanticBank(vocabulary, next_version())
 
     # ------------------------------------------------------------------ semantic branch
     def input_shape(self, height: int, width: int) -> tuple[int, int]:
@@ -460,7 +477,10 @@ class HybridLabeler:
     `set_vocabulary` enforces it, so every id in the label image means one thing. A fallen-back
     mask carries CLIP's class (CLIP's own threshold may leave it unlabeled), CLIP's probability
     as score and CLIP's proposals; the semantic background map stays. Top-k lists are cut to
-    the shorter of the two labelers' k. `threshold` is min_vote_share (the node's knob).
+    the shorter of the two labelers' k.
+
+    `threshold` (score_threshold) is CLIP's probability cut for the masks it names, as in the
+    CLIP modes; `min_vote_share` decides which masks CLIP names. LabelInfo reports the former.
     """
 
     def __init__(
@@ -472,6 +492,7 @@ class HybridLabeler:
             raise SfsError(f"min_vote_share must lie in [0, 1], got {share}")
         self.min_vote_share = float(share)
         self.device = semantic.device
+        self.threshold_kind = clip.threshold_kind
         self.fallbacks = 0  # masks handed to CLIP so far (diagnostics)
 
     @property
@@ -479,25 +500,40 @@ class HybridLabeler:
         """Provenance: the semantic config with the min_vote_share in effect (CLIP: clip.config)."""
         return replace(self.semantic.config, min_vote_share=self.min_vote_share)
 
+    def describe(self) -> dict:
+        """Both halves' settings in effect."""
+        return {**asdict(self.config), "threshold_kind": self.threshold_kind,
+                "clip": self.clip.describe()}
+
+    def fixed_vocabulary(self, extra: tuple[str, ...] = ()) -> Vocabulary:
+        """The checkpoint's classes (ids 0..K-1), then `extra` open-vocabulary classes."""
+        return extend_vocabulary(self.semantic.vocabulary, tuple(extra))
+
     @property
     def random_weights(self) -> bool:
         return self.semantic.random_weights or self.clip.random_weights
 
     @property
     def threshold(self) -> float:
-        return self.min_vote_share
+        return self.clip.threshold
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise SfsError(f"min_vote_share must lie in [0, 1], got {value}")
-        self.min_vote_share = float(value)
+        self.clip.threshold = value
 
     @property
     def bank(self) -> TextBank:
         return self.clip.bank
 
+    def use(self, bank: TextBank) -> None:
+        self.clip.use(bank)
+
     def set_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
+        bank = self.prepare_vocabulary(vocabulary, templates)
+        self.use(bank)
+        return bank
+
+    def prepare_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
         """Encode `vocabulary` for CLIP; it must start with the checkpoint's classes in order."""
         base = [n.casefold() for n in self.semantic.vocabulary.names]
         if [n.casefold() for n in vocabulary.names[: len(base)]] != base:
@@ -506,7 +542,7 @@ class HybridLabeler:
                 f"({self.semantic.vocabulary.name}) in order, extras after them: build it with "
                 "extend_vocabulary(labeler.semantic.vocabulary, extra_names)"
             )
-        return self.clip.set_vocabulary(vocabulary, templates)
+        return self.clip.prepare_vocabulary(vocabulary, templates)
 
     def label(
         self,

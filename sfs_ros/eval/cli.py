@@ -20,9 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sfs_ros.cli import add_model_arguments, load_from_args, run_command, vocabulary_from_args
-from sfs_ros.core.semantic import fixed_vocabulary
-from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
+from sfs_ros.cli import run_command
+from sfs_ros.core import options
+from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary, vocabulary_spec
 from sfs_ros.eval import bags, datasets, report as reports
 from sfs_ros.eval.bags import BagInput, parse_shard
 from sfs_ros.eval.errors import EvalError, GroundTruthError
@@ -32,16 +32,18 @@ log = logging.getLogger("sfs_ros.eval")
 
 
 # ---------------------------------------------------------------------------- helpers
-def build_models(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Segmenter and Labeler from the command-line options (tests replace this function)."""
-    return load_from_args(args)
+def build_models(values: dict[str, Any]) -> tuple[Any, Any]:
+    """Segmenter and labeler from the option values (tests replace this function)."""
+    from sfs_ros.core.config import build_configs, load_models
+
+    return load_models(build_configs(values))
 
 
 def resolve_vocabulary(values: list[str] | None, source: BagInput) -> Vocabulary:
     """--vocab, else the vocabulary the bag's ground truth was converted with, else refuse
     when there is ground truth (its ids need their class list), else the `sfs` default (coco)."""
     if values:
-        return vocabulary_from_args(values)
+        return load_vocabulary(vocabulary_spec(values))
     hint = source.hints.get(bags.HINT_VOCABULARY)
     if hint:
         return load_vocabulary(json.loads(hint) if hint.startswith("[") else hint)
@@ -59,8 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.no_bag and (out / OUTPUT_BAG).exists():
         raise EvalError(f"{out / OUTPUT_BAG} exists already: remove it, choose another --out, or pass --no-bag")
+    values = options.values_from_args(args)  # every option checked before the bag is read
     with BagInput(args.bag, args.image_topic or (), args.gt_topic or (), args.gt_ignore, shard) as source:
-        vocabulary = resolve_vocabulary(args.vocab, source)
+        vocabulary = resolve_vocabulary(args.vocabulary, source)
         check_vocabulary(source, vocabulary)
         if args.mode == "live":
             from sfs_ros.eval.live import LiveOptions, run_live
@@ -69,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                write_bag=not args.no_bag, progress=not args.quiet, max_frames=args.max_frames)
             report = run_live(source, vocabulary, live)
         else:
-            report = _run_direct(args, source, vocabulary, out)
+            report = _run_direct(args, values, source, vocabulary, out)
     reports.write(report, out, plots=not args.no_plots)
     print(summary_line(report), f"\nwrote {out}/{reports.JSON_NAME}, {reports.MD_NAME}"
           + ("" if args.no_bag else f", {OUTPUT_BAG}/"))
@@ -84,14 +87,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_direct(args: argparse.Namespace, source: BagInput, vocabulary: Vocabulary, out: Path) -> dict:
-    """Direct mode: load the models here (only now that the input proved usable) and run."""
-    segmenter, labeler = build_models(args)
-    fixed = fixed_vocabulary(labeler, args.extra_classes)
+def _run_direct(args: argparse.Namespace, values: dict[str, Any], source: BagInput,
+                vocabulary: Vocabulary, out: Path) -> dict:
+    """Direct mode: load the models here (only now that the input proved usable) and run.
+
+    --vocab names the ground truth's classes here; semantic-* labelers name masks with their
+    checkpoint's classes, which must then be the ground truth's."""
+    segmenter, labeler = build_models(values)
+    fixed = labeler.fixed_vocabulary()
     if fixed is not None:  # semantic-*: the checkpoint's classes must be the ground truth's
         if source.has_gt and fixed.names != vocabulary.names:
             raise EvalError(
-                f"--labeling {args.labeling}: the checkpoint's {len(fixed)} classes "
+                f"--labeling {values['labeling_mode']}: the checkpoint's {len(fixed)} classes "
                 f"({fixed.name}) are not the ground truth's {len(vocabulary)} ({vocabulary.name}); "
                 "pick a checkpoint trained on the same label set (extra classes cannot be scored)"
             )
@@ -100,8 +107,8 @@ def _run_direct(args: argparse.Namespace, source: BagInput, vocabulary: Vocabula
     settings = {
         "device": str(segmenter.device),
         "segmenter": {**asdict(segmenter.config), "checkpoint": str(segmenter.checkpoint)},
-        "labeling": args.labeling,
-        "labeler": asdict(labeler.config),
+        "labeling": values["labeling_mode"],
+        "labeler": labeler.describe(),
     }
     options = RunOptions(
         out_dir=out, write_bag=not args.no_bag, out_prefix=args.out_prefix, storage=args.storage,
@@ -125,7 +132,7 @@ def summary_line(report: dict) -> str:
 def cmd_convert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    vocabulary = vocabulary_from_args(args.vocab) if args.vocab else None
+    vocabulary = load_vocabulary(vocabulary_spec(args.vocab)) if args.vocab else None
     dataset = datasets.open_dataset(args.layout, args.root, args.split, vocabulary, args.ignore_index)
     options = datasets.ConvertOptions(
         image_topic=args.image_topic, gt_topic=args.gt_topic, frame_id=args.frame_id, rate=args.rate,
@@ -186,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup", type=int, default=1, help="untimed passes over the first frame")
     run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_arguments(run)
-    run.set_defaults(func=cmd_run, vocab=None)
+    options.add_arguments(run)
+    run.set_defaults(func=cmd_run)
 
     conv = sub.add_parser("convert", help="turn a dataset folder into a bag (images + ground-truth labels)")
     conv.add_argument("layout", choices=datasets.LAYOUTS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
 from sfs_ros.ros.diagnostics import CameraCounters
 
 if TYPE_CHECKING:  # torch is imported when the node is configured, not when it starts
@@ -25,6 +27,9 @@ class Camera(CameraCounters):
     compressed: bool
     publishers: dict[str, Any] = dataclasses.field(default_factory=dict)
     subscription: Any = None
+    #: Mutually exclusive: one frame of this camera converts at a time, so frames reach the
+    #: pipeline in arrival order (cameras still run in parallel, each in its own group).
+    callback_group: Any = dataclasses.field(default_factory=MutuallyExclusiveCallbackGroup)
     pipeline: Pipeline | None = None
     totals: PipelineStats | None = None  # counters of past activations
 
@@ -44,8 +49,6 @@ class Camera(CameraCounters):
         pipeline = self.pipeline
         now = pipeline.stats if pipeline is not None else PipelineStats()
         t = self.totals or PipelineStats()
-        return PipelineStats(
-            t.frames_in + now.frames_in, t.frames_out + now.frames_out,
-            t.dropped + now.dropped, t.errors + now.errors, t.masks_out + now.masks_out,
-            now.latencies,
-        )
+        totals = {f.name: getattr(t, f.name) + getattr(now, f.name)
+                  for f in dataclasses.fields(PipelineStats) if f.name != "latencies"}
+        return PipelineStats(**totals, latencies=now.latencies)

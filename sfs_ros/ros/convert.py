@@ -60,6 +60,7 @@ def to_frame(msg: Image | CompressedImage, source: str = "", seq: int = 0) -> Fr
         frame_id=msg.header.frame_id,
         source=source,
         seq=seq,
+        time=stamp_seconds(msg.header.stamp),
     )
 
 
@@ -123,13 +124,16 @@ def vocabulary_to_label_info(
     *,
     encoding: str = "mono16",
     threshold: float = 0.0,
+    threshold_kind: str = "clip_probability",
+    vocabulary_version: int = 0,
     random_weights: bool = False,
 ) -> LabelInfo:
     """What the label image values mean: class id -> name -> colour (RGBA in 0..1)."""
     return message_fields.label_info(
         ((c.id, c.name, c.color) for c in vocabulary.classes), header, MESSAGE_CLASSES,
         vocabulary=vocabulary.name, unlabeled_value=unlabeled_value(encoding),
-        threshold=threshold, random_weights=random_weights,
+        threshold=threshold, threshold_kind=threshold_kind,
+        vocabulary_version=vocabulary_version, random_weights=random_weights,
     )
 
 

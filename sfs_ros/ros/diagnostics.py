@@ -239,6 +239,8 @@ def camera_status(
         ("frames skipped before the callback", str(snap.skipped)),
         ("frames processed", str(stats.frames_out)),
         ("frames dropped", str(stats.dropped)),
+        ("frames stale", str(stats.stale)),
+        ("frames out of order", str(stats.out_of_order)),
         ("errors", str(stats.errors)),
         ("bad inputs", str(snap.bad)),
         ("bad inputs by reason", snap.by_reason),

@@ -42,14 +42,16 @@ def instance_array(result: Result, header: Any, classes: MessageClasses,
                                          do_rectify=False),
             area=r.area, mask_score=r.mask_score, mask=mono8_image(r.mask_crop(result.masks)),
         ))
-    height, width = result.label_image.shape
+    height, width = result.masks.image_shape  # the label image may not have been computed
     return classes.InstanceArray(header=header, height=height, width=width,
-                                 random_weights=bool(result.random_weights), instances=instances)
+                                 random_weights=bool(result.random_weights),
+                                 vocabulary_version=int(result.vocabulary_version),
+                                 instances=instances)
 
 
 def label_info(entries: Iterable[tuple[int, str, Any]], header: Any, classes: MessageClasses, *,
-               vocabulary: str, unlabeled_value: int, threshold: float,
-               random_weights: bool) -> Any:
+               vocabulary: str, unlabeled_value: int, threshold: float, threshold_kind: str,
+               vocabulary_version: int, random_weights: bool) -> Any:
     """What the label image values mean: (class id, name, RGB 0..255) -> LabelClass (RGBA 0..1)."""
     items = [
         classes.LabelClass(
@@ -61,5 +63,6 @@ def label_info(entries: Iterable[tuple[int, str, Any]], header: Any, classes: Me
     ]
     return classes.LabelInfo(
         header=header, vocabulary=vocabulary, classes=items, unlabeled_value=int(unlabeled_value),
-        threshold=float(threshold), random_weights=bool(random_weights),
+        threshold=float(threshold), threshold_kind=threshold_kind,
+        vocabulary_version=int(vocabulary_version), random_weights=bool(random_weights),
     )

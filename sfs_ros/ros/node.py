@@ -63,7 +63,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -72,7 +72,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from sfs_ros.core.frame import SfsError
-from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
+from sfs_ros.core.vocabulary import Vocabulary, vocabulary_note
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert, params
 from sfs_ros.ros.camera import Camera, is_compressed
@@ -88,27 +88,16 @@ DIAGNOSTICS_PERIOD_S = 1.0
 BAD_INPUT_LOG_PERIOD_S = 5.0
 
 
-def _vocabulary_for(labeler: Any, values: dict[str, Any]) -> Vocabulary:
-    """The `vocabulary` parameter, or what a semantic labeler dictates: the checkpoint's classes
-    (semantic-vote), plus a custom list given here as open-vocabulary extras (semantic-hybrid)."""
-    from sfs_ros.core.semantic import fixed_vocabulary
-
-    spec = params.vocabulary_spec(values["vocabulary"])
-    extras = spec if values["labeling_mode"] == "semantic-hybrid" and isinstance(spec, list) else ()
-    fixed = fixed_vocabulary(labeler, extras)
-    return fixed if fixed is not None else load_vocabulary(spec)
-
-
-def _set_threshold(labeler: Any, value: float) -> None:
-    """score_threshold: CLIP's probability cut, also for the CLIP fallback of semantic-hybrid
-    (whose own `threshold` is min_vote_share, a read-only parameter)."""
-    getattr(labeler, "clip", labeler).threshold = value
-
-
-# ---------------------------------------------------------------------- helpers
 def _plain(value: Any) -> Any:
-    """Parameter value with arrays as tuples of str (rclpy gives lists or array.array)."""
-    return tuple(value) if isinstance(value, (list, tuple)) else value
+    """Parameter value with arrays as tuples (rclpy gives lists, or array.array for numbers)."""
+    return tuple(value) if isinstance(value, (list, tuple, array.array)) else value
+
+
+def _vocabulary_for(labeler: Any, values: dict[str, Any]) -> Vocabulary:
+    """core.config.vocabulary_for, imported late: torch loads at configure, not at start-up."""
+    from sfs_ros.core.config import vocabulary_for
+
+    return vocabulary_for(labeler, values)
 
 
 # ---------------------------------------------------------------------- the node
@@ -133,7 +122,7 @@ class SfsNode(LifecycleNode):
             if reason:
                 raise SfsError(f"parameter refused at start-up: {reason}")
             for spec in params.PARAMS:
-                self.declare_parameter(spec.name, spec.default, spec.descriptor())
+                self.declare_parameter(spec.name, spec.default, params.descriptor(spec))
         except Exception:
             # A refused override: leave no half-built node behind for the context to destroy.
             LifecycleNode.destroy_node(self)
@@ -154,7 +143,6 @@ class SfsNode(LifecycleNode):
         self._publish_overlay = bool(self.get_parameter("publish_overlay").value)
         self._publish_instances = bool(self.get_parameter("publish_instances").value)
 
-        self._io_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -219,13 +207,14 @@ class SfsNode(LifecycleNode):
                 if cam.pipeline is not None:
                     cam.pipeline.overlay = self._publish_overlay
                     cam.pipeline.overlay_alpha = float(values["overlay_alpha"])
+                    cam.pipeline.max_age = float(values["max_frame_age"])
             labeler = self._labeler
             if labeler is not None and "score_threshold" in names:
-                _set_threshold(labeler, float(values["score_threshold"]))
+                labeler.threshold = float(values["score_threshold"])
         if labeler is None:
             return  # unconfigured: on_configure reads the parameters
         if names & {"vocabulary", "prompt_templates"}:
-            note = params.vocabulary_note(values["vocabulary"])
+            note = vocabulary_note(values["vocabulary"])
             if note:
                 self.get_logger().warning(note)
             vocabulary = _vocabulary_for(labeler, values)
@@ -238,14 +227,16 @@ class SfsNode(LifecycleNode):
             self._publish_label_info()
 
     def _apply_vocabulary(self, job: tuple[Vocabulary, tuple[str, ...]]) -> None:
-        """Worker thread: encode the text embeddings, then swap them in (one reference)."""
+        """Worker thread: encode the text embeddings (a new bank and version), latch its
+        LabelInfo, then swap the bank in (one reference), all between frames: a frame of the new
+        version is never published before the LabelInfo that explains it."""
         vocabulary, templates = job
         labeler = self._labeler
         if labeler is None or self._closing:
             return
         t0 = time.monotonic()
-        try:  # encodes, then swaps the bank in one assignment
-            labeler.set_vocabulary(vocabulary, templates)
+        try:
+            bank = labeler.prepare_vocabulary(vocabulary, templates)
         except Exception as exc:  # noqa: BLE001 - keep the old vocabulary, say why
             self.get_logger().error(
                 f"vocabulary {vocabulary.name!r} could not be encoded, keeping "
@@ -255,13 +246,14 @@ class SfsNode(LifecycleNode):
         with self._lock:
             if self._labeler is not labeler:
                 return  # cleaned up meanwhile
+            self._publish_label_info(bank)
+            labeler.use(bank)
             self._vocabulary = vocabulary
         self.get_logger().info(
-            f"vocabulary now {vocabulary.name!r}: {len(vocabulary)} classes "
-            f"({', '.join(vocabulary.names[:8])}{', ...' if len(vocabulary) > 8 else ''}), "
+            f"vocabulary now {vocabulary.name!r} (version {bank.version}): {len(vocabulary)} "
+            f"classes ({', '.join(vocabulary.names[:8])}{', ...' if len(vocabulary) > 8 else ''}), "
             f"encoded in {time.monotonic() - t0:.2f} s"
         )
-        self._publish_label_info()
 
     def wait_vocabulary(self, timeout: float = 30.0) -> bool:
         """Block until pending vocabulary changes are applied (tests, tools)."""
@@ -270,10 +262,8 @@ class SfsNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load both models once, encode the vocabulary, create the publishers."""
-        from sfs_ros.core.labeler import LabelerConfig
-        from sfs_ros.core.pipeline import load_models
-        from sfs_ros.core.segmenter import SegmenterConfig
-        from sfs_ros.core.semantic import SEMANTIC_MODES, SemanticConfig
+        from sfs_ros.core.config import build_configs, load_models
+        from sfs_ros.core.options import SEMANTIC_MODES
         from sfs_ros.core.weights import WeightsMissingError
 
         log = self.get_logger()
@@ -284,36 +274,12 @@ class SfsNode(LifecycleNode):
                 raise SfsError(reason)
             topics = list(values["image_topics"])
             namespaces = output_namespaces(topics)
-            semantic_mode = values["labeling_mode"] in SEMANTIC_MODES
-            note = params.vocabulary_note(values["vocabulary"])
-            if note and not semantic_mode:
+            note = vocabulary_note(values["vocabulary"])
+            if note and values["labeling_mode"] not in SEMANTIC_MODES:
                 log.warning(note)
-            random = bool(values["random_weights"])
-            seg_config = SegmenterConfig(
-                model=values["model"], imgsz=values["imgsz"], conf=values["conf"],
-                iou=values["iou"], max_det=values["max_det"], retina_masks=values["retina_masks"],
-                mask_resolution=values["mask_resolution"],
-                half=values["half"], device=values["device"], min_area=values["min_mask_area"],
-                random_weights=random,
-            )
-            lab_config = LabelerConfig(
-                clip_model=values["clip_model"], pretrained=values["clip_pretrained"],
-                templates=tuple(values["prompt_templates"]), threshold=values["score_threshold"],
-                topk=values["topk"], device=values["device"], half=values["half"],
-                mode=values["labeling_mode"] if not semantic_mode else "crop",
-                random_weights=random,
-            )
-            sem_config = None if not semantic_mode else SemanticConfig(
-                checkpoint=values["semantic_checkpoint"], device=values["device"],
-                half=values["half"], topk=values["topk"], random_weights=random,
-                min_vote_share=values["min_vote_share"],
-                threshold=values["score_threshold"] if values["labeling_mode"] == "semantic-vote" else 0.0,
-            )
+            configs = build_configs(values)
             t0 = time.monotonic()
-            segmenter, labeler = load_models(
-                seg_config, lab_config, bool(values["allow_random_fallback"]), sem_config,
-                hybrid=values["labeling_mode"] == "semantic-hybrid",
-            )
+            segmenter, labeler = load_models(configs)
             t1 = time.monotonic()
             vocabulary = _vocabulary_for(labeler, values)
             labeler.set_vocabulary(vocabulary)
@@ -349,7 +315,7 @@ class SfsNode(LifecycleNode):
             )
         random_now = segmenter.random_weights or labeler.random_weights
         log.info(
-            f"configured: FastSAM {seg_config.model} + CLIP {lab_config.clip_model} on "
+            f"configured: FastSAM {configs.segmenter.model} + {configs.mode} labeling on "
             f"{self._device} (loaded in {t1 - t0:.1f} s), vocabulary {vocabulary.name!r} with "
             f"{len(vocabulary)} classes (encoded in {t2 - t1:.1f} s), cameras: "
             + ", ".join(f"{c.topic} -> {c.namespace}/" for c in self._cameras)
@@ -379,6 +345,8 @@ class SfsNode(LifecycleNode):
                             cam, stage, exc),
                         queue_size=values["queue_size"], drop=True,
                         overlay=self._publish_overlay, overlay_alpha=values["overlay_alpha"],
+                        max_age=values["max_frame_age"], clock=self._now,
+                        outputs=lambda cam=cam: self._wanted_outputs(cam),
                     ).start()
                     cam.active_since = time.monotonic()
                     cam.subscription = self._subscribe(cam, qos)
@@ -438,13 +406,13 @@ class SfsNode(LifecycleNode):
         try:
             return self.create_subscription(
                 msg_type, cam.topic, lambda msg, info: self._on_image(cam, msg, info), qos,
-                callback_group=self._io_group, event_callbacks=events,
+                callback_group=cam.callback_group, event_callbacks=events,
             )
         except Exception:  # noqa: BLE001 - a middleware without these events: plain subscription
             events = SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
             return self.create_subscription(
                 msg_type, cam.topic, lambda msg, info: self._on_image(cam, msg, info), qos,
-                callback_group=self._io_group, event_callbacks=events,
+                callback_group=cam.callback_group, event_callbacks=events,
             )
 
     def _stop_cameras(self, timeout: float = 2.0) -> None:
@@ -495,7 +463,7 @@ class SfsNode(LifecycleNode):
         if pipeline is None:
             return
         try:
-            pipeline.submit(convert.to_frame(msg, source=cam.topic, seq=seq))
+            pipeline.submit(convert.to_frame(msg, source=cam.topic, seq=seq))  # older: refused, counted
         except RuntimeError as exc:
             if pipeline.running:
                 self._bad_input(cam, exc)
@@ -518,10 +486,10 @@ class SfsNode(LifecycleNode):
             header = convert.header_of(result.frame)
             pubs = cam.publishers
             pub = pubs.get("label_image")
-            if pub is not None:
+            if pub is not None and result.label_image is not None:
                 pub.publish(convert.label_image_msg(result.label_image, self._encoding, header))
             pub = pubs.get("instance_image")
-            if pub is not None:
+            if pub is not None and result.instance_image is not None:
                 pub.publish(convert.numpy_to_image(result.instance_image, "mono16", header))
             pub = pubs.get("overlay")
             if pub is not None and self._publish_overlay and result.overlay is not None:
@@ -544,19 +512,35 @@ class SfsNode(LifecycleNode):
             throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S,
         )
 
-    def _publish_label_info(self) -> None:
+    def _wanted_outputs(self, cam: Camera) -> set[str]:
+        """Label thread, per frame: the images someone subscribes to (others are not made)."""
+        wanted = {name for name in ("label_image", "instance_image", "overlay")
+                  if (pub := cam.publishers.get(name)) is not None and pub.get_subscription_count()}
+        if not self._publish_overlay:
+            wanted.discard("overlay")
+        return wanted
+
+    def _now(self) -> float:
+        """The node's clock in seconds (sim time with use_sim_time): what frame ages use."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _publish_label_info(self, bank: Any = None) -> None:
+        """Latch what the label image values mean for `bank` (default: the current one)."""
         with self._lock:
-            pub, vocabulary, labeler = self._label_info_pub, self._vocabulary, self._labeler
-            if pub is None or vocabulary is None or labeler is None:
+            pub, labeler = self._label_info_pub, self._labeler
+            if pub is None or labeler is None:
                 return
+            bank = bank or labeler.bank
             msg = convert.vocabulary_to_label_info(
-                vocabulary,
+                bank.vocabulary,
                 Header(stamp=self.get_clock().now().to_msg()),
                 encoding=self._encoding,
-                threshold=getattr(labeler, "clip", labeler).threshold,
+                threshold=labeler.threshold,
+                threshold_kind=labeler.threshold_kind,
+                vocabulary_version=bank.version,
                 random_weights=self._segmenter.random_weights or labeler.random_weights,
             )
-        pub.publish(msg)
+            pub.publish(msg)  # under the lock: never after a newer vocabulary's LabelInfo
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
