@@ -94,3 +94,36 @@ def test_lossy_or_colour_labels_are_refused():
         images.to_labels(msg, images.COMPRESSED_TYPE)
     with pytest.raises(EncodingError, match="'rgb8'.*class ids"):
         images.to_labels(camera_msg(STAMP, random_rgb(8, 8, 0), "rgb8"), images.IMAGE_TYPE)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"step": 11}, "bad step"),  # a mono16 row of 6 pixels needs 12 bytes
+    ({"height": 9}, "short data"),
+    ({"width": 0}, "empty image"),
+    ({"height": 40_000}, "absurd size"),  # refused from the header, before the buffer is looked at
+], ids=["bad-step", "short-data", "empty", "absurd-height"])
+def test_label_buffers_are_refused_by_the_node_reader(change, reason):
+    """Labels and camera images share one strided reader (image_codec.strided_pixels): a label
+    buffer that does not fit its header is a BadFrame with the node decoder's reason and words."""
+    from sfs_ros.ros import image_codec
+
+    msg = roundtrip(label_msg(STAMP, np.zeros((4, 6)), "mono16"))
+    for key, value in change.items():
+        setattr(msg, key, value)
+    with pytest.raises(image_codec.ImageConversionError) as node:
+        image_codec.strided_pixels(msg, np.uint16, 1)
+    with pytest.raises(BadFrame) as label:
+        images.to_labels(msg, images.IMAGE_TYPE)
+    assert label.value.reason == node.value.reason == reason
+    assert label.value.detail == str(node.value)
+
+
+def test_padded_big_endian_labels_read_through_step():
+    """Odd row padding (step not a multiple of 2) and big-endian mono16 ids, read as the node
+    reads camera rows: padding bytes never become ids."""
+    wide = np.array([[0, 300, 65535], [149, 255, 1]], np.uint16)
+    rows = np.full((2, 7), 0xAB, np.uint8)  # 6 bytes of ids + 1 byte of padding per row
+    rows[:, :6] = wide.astype(">u2").view(np.uint8).reshape(2, 6)
+    msg = image(header(STAMP, "cam"), wide, "mono16")
+    msg.is_bigendian, msg.step, msg.data = 1, 7, rows.reshape(-1)
+    assert images.to_labels(msg, images.IMAGE_TYPE).tolist() == [[0, 300, GT_IGNORE], [149, 255, 1]]

@@ -146,6 +146,46 @@ def test_image_to_rgb_honours_step_padding(encoding, height, width, pad, seed):
     np.testing.assert_array_equal(convert.image_to_rgb(msg), want)
 
 
+@FUZZ
+@given(st.sampled_from([np.uint8, np.uint16]), st.integers(1, 4), st.integers(0, 12), st.integers(0, 12),
+       st.integers(0, 7), st.integers(-3, 3), st.booleans(), st.integers(0, 2**32 - 1))
+@example(np.uint16, 1, 3, 2, 1, 0, True, 0)  # odd step: every row after the first unaligned
+def test_strided_pixels_reads_any_depth_or_refuses(dtype, channels, height, width, pad, extra, big, seed):
+    """The one raw-buffer reader (camera images and the evaluator's mono8/mono16 labels): exact
+    pixels through any padding and either byte order, or an ImageConversionError."""
+    from sfs_ros.ros.image_codec import strided_pixels
+
+    want = np.dtype(dtype).newbyteorder(">" if big else "<")
+    pixels = np.random.default_rng(seed).integers(0, np.iinfo(dtype).max + 1, (height, width, channels),
+                                                  dtype=dtype)
+    row = width * channels * want.itemsize
+    step = row + pad
+    buf = bytearray(b"\xab" * (step * height))  # garbage in the padding
+    for r in range(height):
+        buf[r * step:r * step + row] = pixels[r].astype(want).tobytes()
+    data = bytes(buf[:max(0, len(buf) + extra)])  # a few bytes short, or a longer tail
+    msg = Image(height=height, width=width, step=step, encoding="x", is_bigendian=big,
+                data=array.array("B", data))
+    if height == 0 or width == 0 or len(data) < step * height:
+        with pytest.raises(ImageConversionError):
+            strided_pixels(msg, dtype, channels)
+        return
+    got = strided_pixels(msg, dtype, channels)
+    assert got.shape == (height, width, channels)
+    np.testing.assert_array_equal(got, pixels)
+
+
+def test_16_bit_png_decodes_to_its_high_bytes():
+    """IMREAD_COLOR decodes a 16-bit PNG to 8 bits itself (value >> 8), so compressed_to_rgb
+    needs no depth branch of its own."""
+    deep = (np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3) * 1091 + 17)
+    ok, data = cv2.imencode(".png", deep)
+    assert ok and data.tobytes()[24] == 16  # IHDR bit depth: really a 16-bit file
+    rgb = convert.compressed_to_rgb(CompressedImage(format="png", data=array.array("B", data.tobytes())))
+    assert rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, (deep >> 8).astype(np.uint8)[:, :, ::-1])
+
+
 def test_wrong_message_types_are_refused():
     for thing in (None, b"\xff\xd8", np.zeros((2, 2, 3), np.uint8), Header()):
         with pytest.raises(ImageConversionError):

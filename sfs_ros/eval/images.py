@@ -1,8 +1,9 @@
 """sensor_msgs Image / CompressedImage (as decoded by rosbags) -> numpy, without ROS.
 
 Camera images go through the node's own decoder (`sfs_ros.ros.image_codec`), so a bag is read
-exactly as the node would read it live. Label images keep their integer ids; their
-"ignore" value becomes `GT_IGNORE` so metrics see one convention whatever the encoding.
+exactly as the node would read it live; raw label images go through its strided reader too.
+Label images keep their integer ids; their "ignore" value becomes `GT_IGNORE` so metrics see
+one convention whatever the encoding.
 
 Problems are reported in two ways (see `errors`): an encoding we do not read is an
 `EncodingError` (the whole topic is unusable), a buffer that does not fit its own header or a
@@ -10,7 +11,7 @@ compressed image that does not decode is a `BadFrame` (that frame is skipped and
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -37,30 +38,16 @@ LOSSLESS_FORMATS = ("png",)
 
 
 def pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
-    """(H, W, C) view of an Image message's data, rows read through `step`.
+    """(H, W, C) copy of an Image message's data, read through `step` by the node's own reader
+    (`image_codec.strided_pixels`), so labels and camera images are read and refused alike.
 
-    Raises BadFrame when the buffer is shorter than its header says or `step` is too small.
+    Raises BadFrame (empty image, absurd size, bad step, short data) when the buffer does not
+    fit its header.
     """
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    dtype = np.dtype(dtype)
-    if dtype.itemsize > 1:
-        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = width * channels * dtype.itemsize
-    if height == 0 or width == 0:
-        raise BadFrame("empty image", f"{width}x{height}")
-    if step < row_bytes:
-        raise BadFrame("bad step", f"step {step} < width {width} x {channels} x {dtype.itemsize} bytes")
-    data = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
-    data = data.reshape(-1)
-    if data.size < step * height:
-        raise BadFrame(
-            "short data", f"{data.size} bytes for {height} rows of step {step} ({step * height} needed)"
-        )
-    rows = data[: step * height].reshape(height, step)[:, :row_bytes]
-    return np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+    return _decoded(lambda m: image_codec.strided_pixels(m, dtype, channels), msg)
 
 
-def _decoded(convert, msg: Any) -> np.ndarray:
+def _decoded(convert: Callable[[Any], np.ndarray], msg: Any) -> np.ndarray:
     """The node's decoder, with its refusals sorted: a stream that can never decode
     (unsupported encoding, depth) stops the run; one bad frame is skipped and counted."""
     try:

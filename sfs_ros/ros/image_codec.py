@@ -6,7 +6,8 @@ sensor_msgs/CompressedImage (format, data): rclpy messages and rosbags' deserial
 * Image in rgb8, bgr8, rgba8, bgra8 or mono8. rgb8 and rgba8 come back as a zero-copy view of
   the message buffer that honours `step` (row padding is skipped, not copied); bgr8/bgra8
   (channel reorder) and mono8 (channel expansion) need one copy. Other encodings (16UC1 depth,
-  32FC1, bayer, yuv ...) are refused with the list of accepted ones.
+  32FC1, bayer, yuv ...) are refused with the list of accepted ones. The buffer is read by
+  `strided_pixels`, which the evaluator also uses for its mono8/mono16 ground-truth labels.
 * CompressedImage holding a JPEG or PNG file (image_transport's "compressed" transport),
   decoded with OpenCV. The format string must name jpeg or png ("jpeg", "png",
   "rgb8; jpeg compressed bgr8", ...) or be empty (the bytes decide); any other codec (h264,
@@ -47,17 +48,19 @@ class ImageConversionError(SfsError, ValueError):
         self.reason = reason
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a sensor_msgs/Image; a view of `msg.data` for rgb8 and rgba8."""
-    encoding = str(msg.encoding)
-    if encoding not in CHANNELS:
-        raise ImageConversionError(
-            f"unsupported encoding {encoding!r}: accepted are {', '.join(CHANNELS)}"
-            + (" (depth and other 16-bit or float images are not camera colour images)"
-               if encoding in ("16UC1", "mono16", "32FC1", "16SC1") else ""),
-            reason="unsupported encoding",
-        )
+def strided_pixels(msg: Any, dtype: Any = np.uint8, channels: int = 1) -> np.ndarray:
+    """(H, W, channels) view of a sensor_msgs/Image's data, read through `step`.
+
+    The one reader of raw image buffers, for camera images (node and evaluator) and the
+    evaluator's ground-truth label images alike: rows lie `step` bytes apart, so row padding
+    is skipped, not copied; multi-byte pixels take their byte order from `is_bigendian`. Sizes
+    are checked before anything is read: an empty or absurd header, a `step` shorter than a
+    row or a buffer shorter than `step` x `height` raise ImageConversionError.
+    """
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    dtype = np.dtype(dtype)
+    if dtype.itemsize > 1:
+        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     if height == 0 or width == 0:
         raise ImageConversionError(f"empty image: {width} x {height} pixels", reason="empty image")
     if height > MAX_SIDE or width > MAX_SIDE:
@@ -65,13 +68,13 @@ def image_to_rgb(msg: Any) -> np.ndarray:
             f"absurd size {width} x {height}: sides above {MAX_SIDE} pixels are refused",
             reason="absurd size",
         )
-    channels = CHANNELS[encoding]
-    row = width * channels
+    row = width * channels * dtype.itemsize
     if step < row:
-        raise ImageConversionError(
-            f"step {step} is smaller than width x channels = {width} x {channels} = {row} bytes",
-            reason="bad step",
-        )
+        names, sizes = "width x channels", f"{width} x {channels}"
+        if dtype.itemsize > 1:
+            names, sizes = f"{names} x bytes", f"{sizes} x {dtype.itemsize}"
+        raise ImageConversionError(f"step {step} is smaller than {names} = {sizes} = {row} bytes",
+                                   reason="bad step")
     needed = step * height
     if needed > MAX_BYTES:
         raise ImageConversionError(f"absurd size: step x height = {needed} bytes", reason="absurd size")
@@ -82,10 +85,22 @@ def image_to_rgb(msg: Any) -> np.ndarray:
             f"data holds {data.size} bytes but step x height = {step} x {height} = {needed}",
             reason="short data",
         )
-    # Rows `step` bytes apart, pixels `channels` bytes apart: padding is skipped, not copied.
-    pixels = np.lib.stride_tricks.as_strided(
-        data[:needed], shape=(height, width, channels), strides=(step, channels, 1)
-    )
+    # Rows `step` bytes apart, each a contiguous run of `row` bytes reinterpreted as pixels.
+    rows = np.lib.stride_tricks.as_strided(data[:needed], shape=(height, row), strides=(step, 1))
+    return rows.view(dtype).reshape(height, width, channels)
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a sensor_msgs/Image; a view of `msg.data` for rgb8 and rgba8."""
+    encoding = str(msg.encoding)
+    if encoding not in CHANNELS:
+        raise ImageConversionError(
+            f"unsupported encoding {encoding!r}: accepted are {', '.join(CHANNELS)}"
+            + (" (depth and other 16-bit or float images are not camera colour images)"
+               if encoding in ("16UC1", "mono16", "32FC1", "16SC1") else ""),
+            reason="unsupported encoding",
+        )
+    pixels = strided_pixels(msg, np.uint8, CHANNELS[encoding])
     if encoding == "rgb8":
         return pixels
     if encoding == "rgba8":
@@ -97,12 +112,29 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, 2::-1])
 
 
+#: File signatures of the codecs a CompressedImage may hold.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8"
+
+
+def codec_of(data: bytes | np.ndarray) -> str | None:
+    """"png" or "jpeg" when the bytes start like such a file (the format names image_transport
+    writes), else None: everything else must be re-encoded before it goes into a message."""
+    head = bytes(data[:8])
+    if head.startswith(PNG_SIGNATURE):
+        return "png"
+    if head.startswith(JPEG_SIGNATURE):
+        return "jpeg"
+    return None
+
+
 def declared_size(data: np.ndarray) -> tuple[int, int] | None:
     """(width, height) a PNG or JPEG header declares, or None if it says nothing we can read."""
     head = bytes(data[:64])
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+    codec = codec_of(head)
+    if codec == "png" and head[12:16] == b"IHDR" and len(head) >= 24:
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if not head.startswith(b"\xff\xd8"):
+    if codec != "jpeg":
         return None
     raw, i = data, 2
     while i + 9 <= raw.size:  # JPEG: walk the marker segments up to the frame header (SOFn)
@@ -120,7 +152,8 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a CompressedImage holding a JPEG or PNG file.
 
     image_transport compresses colour images as BGR and OpenCV decodes to BGR, so one flip
-    gives RGB whatever the "rgb8; jpeg compressed bgr8" format prefix says.
+    gives RGB whatever the "rgb8; jpeg compressed bgr8" format prefix says. IMREAD_COLOR
+    always decodes to 8 bits (a 16-bit PNG keeps its high bytes), so no depth conversion here.
     """
     import cv2
 
@@ -163,6 +196,4 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
             f"absurd size {bgr.shape[1]} x {bgr.shape[0]} after decoding: sides above {MAX_SIDE} "
             "pixels are refused", reason="absurd size",
         )
-    if bgr.dtype != np.uint8:  # 16-bit PNG
-        bgr = (bgr >> 8).astype(np.uint8)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
