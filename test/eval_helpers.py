@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import cv2
 import numpy as np
+import pytest
 
 from sfs_ros.eval import messages
 from sfs_ros.eval.messages import Stamp
@@ -91,3 +92,12 @@ def read_mcap(path: str | Path) -> list[tuple[str, str, int, Any]]:
     with open(path, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
         return [(c.topic, s.name, m.log_time, msg) for s, c, m, msg in reader.iter_decoded_messages()]
+
+
+@pytest.fixture
+def use_test_models(monkeypatch, segmenter, labeler):
+    """`sfs_eval run` with the session's random-weight models instead of loading its own
+    (import this fixture into a test module to use it)."""
+    from sfs_ros.eval import cli
+
+    monkeypatch.setattr(cli, "build_models", lambda args: (segmenter, labeler))

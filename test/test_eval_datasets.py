@@ -9,14 +9,14 @@ from sfs_ros.eval.bags import BagInput
 from sfs_ros.eval.datasets import ConvertOptions, open_dataset, write_bag
 from sfs_ros.eval.errors import DatasetError, GroundTruthError
 from sfs_ros.eval.images import GT_IGNORE
-from eval_helpers import random_rgb
+from eval_helpers import random_rgb, read_mcap, use_test_models  # noqa: F401 - a fixture
 
 H, W = 48, 64
 
 
-def save_rgb(path, rgb):
+def save_rgb(path, rgb, params=()):
     path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), rgb[:, :, ::-1])
+    assert cv2.imwrite(str(path), rgb[:, :, ::-1], list(params))
 
 
 def save_ids(path, ids):
@@ -114,6 +114,37 @@ def test_convert_command_and_its_errors(tmp_path, capsys):
     assert err.startswith("sfs_eval: error: 1 of 2 images have no label") and "\n" not in err
     assert cli.main(["convert", "ade20k", str(root), "--out", str(tmp_path / "b3"), "--quiet"]) == 2
     assert "not an ADE20K" in capsys.readouterr().err
+
+
+def test_every_folder_image_format_converts_and_runs(tmp_path, use_test_models):
+    """Defect 4: BMP, WebP and TIFF files went into the bag under their own format names, which
+    `sfs_eval run` (and the node) refuse, so the whole run stopped. They are stored as PNG now,
+    pixel for pixel; JPEG and PNG files keep their own bytes."""
+    import json
+
+    root, out = tmp_path / "folder", tmp_path / "out"
+    suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+    pictures, files = [], []
+    for n, suffix in enumerate(suffixes):
+        path = root / "images" / f"{n}{suffix.replace('.', '_')}{suffix}"
+        save_rgb(path, random_rgb(H, W, n), [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == ".webp" else ())  # lossless
+        save_ids(root / "labels" / f"{path.stem}.png", stripes([0, 1, 255, 2]))
+        pictures.append(random_rgb(H, W, n))
+        files.append(path.read_bytes())
+    vocab = ["road", "car", "sky"]
+    assert cli.main(["convert", "folder", str(root), "--out", str(tmp_path / "bag"), "--quiet",
+                     "--vocab", *vocab]) == 0
+    stored = [m for topic, _, _, m in read_mcap(next((tmp_path / "bag").glob("*.mcap"))) if topic == "/camera/image"]
+    assert [m.format for m in stored] == ["png", "jpeg", "jpeg", "png", "png", "png", "png"]
+    assert [bytes(m.data) == data for m, data in zip(stored, files)] == [True] * 3 + [False] * 4
+    _, samples = read_all(tmp_path / "bag")
+    for sample, picture, suffix in zip(samples, pictures, suffixes):
+        error = np.abs(sample.image.astype(int) - picture).mean()
+        assert error < 10 if suffix in (".jpg", ".jpeg") else error == 0, suffix
+    assert cli.main(["run", str(tmp_path / "bag"), "--out", str(out), "--quiet", "--warmup", "0",
+                     "--no-plots", "--no-bag"]) == 0
+    frames = json.loads((out / "report.json").read_text())["frames"]
+    assert (frames["processed"], frames["scored"], frames["skipped"]) == (len(suffixes), len(suffixes), {})
 
 
 def test_folder_errors(tmp_path):

@@ -10,8 +10,10 @@ each dataset's label values to the vocabulary's class ids, in one table per layo
 - plain folder: `images/<stem>.<ext>` with `labels/<stem>.png` holding class ids already;
   `ignore_index` (255 by default) marks pixels that do not count.
 
-Images are stored as CompressedImage holding the original file bytes (lossless whatever the
-format, and small), unless `raw=True` asks for sensor_msgs/Image rgb8.
+Images are stored as CompressedImage: JPEG and PNG files keep their own bytes (nothing lost,
+and small); BMP, WebP and TIFF files are re-encoded as PNG (lossless), because the node and
+`sfs_eval run` read only the jpeg and png formats of image_transport's compressed transport.
+`raw=True` stores sensor_msgs/Image rgb8 instead.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary
 from sfs_ros.eval import bags, messages
 from sfs_ros.eval.errors import DatasetError, GroundTruthError
 from sfs_ros.eval.images import GT_IGNORE
+from sfs_ros.ros import image_codec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 LAYOUTS = ("cityscapes", "ade20k", "folder")
@@ -236,5 +239,10 @@ def _image_message(path: Path, hdr: object, raw: bool) -> tuple[object, tuple[in
         raise DatasetError(f"image file {path} cannot be decoded")
     if raw:
         return messages.image(hdr, bgr[:, :, ::-1], "rgb8"), bgr.shape[:2]
-    fmt = {".jpg": "jpeg", ".jpeg": "jpeg"}.get(path.suffix.lower(), path.suffix.lower().lstrip("."))
+    fmt = image_codec.codec_of(data)  # by the bytes, not the file name
+    if fmt is None:  # BMP, WebP, TIFF ...: what the node would refuse, stored as PNG
+        ok, encoded = cv2.imencode(".png", bgr)
+        if not ok:
+            raise DatasetError(f"image file {path} decodes but cannot be re-encoded as PNG")
+        fmt, data = "png", encoded.tobytes()
     return messages.compressed_image(hdr, fmt, data), bgr.shape[:2]
