@@ -11,7 +11,7 @@ from sfs_ros.eval.bags import BagInput, shard_of
 from sfs_ros.eval.messages import Stamp
 from sfs_ros.eval.runner import output_namespaces
 from sfs_ros.ros.naming import camera_name
-from eval_helpers import camera_msg, label_msg, random_rgb, read_mcap, write_bag
+from eval_helpers import camera_msg, label_msg, random_rgb, read_mcap, use_test_models, write_bag  # noqa: F401
 
 H, W = 96, 128
 VOCAB = ["road", "car", "sky"]
@@ -82,11 +82,6 @@ def test_several_cameras_pair_with_their_own_labels(tmp_path):
         "/left/image_raw": "/sfs_node/left", "/right/image_raw": "/sfs_node/right"}
     assert output_namespaces(["/cam/image_raw"], "sfs_node") == {"/cam/image_raw": "/sfs_node"}
     assert camera_name("/rig/left/image_rect_color/compressed") == "rig/left"
-
-
-@pytest.fixture
-def use_test_models(monkeypatch, segmenter, labeler):
-    monkeypatch.setattr(cli, "build_models", lambda args: (segmenter, labeler))
 
 
 @pytest.mark.parametrize("storage,encoding,frames", [("mcap", "bgr8", 3), ("sqlite3", "rgb8", 2)])
@@ -203,6 +198,7 @@ def test_our_message_definitions_match_the_built_ones():
     result.labels = Labels(np.array([1], np.int32), np.array([0.7], np.float32),
                            np.array([[1, 0]], np.int32), np.array([[0.7, 0.2]], np.float32))
     result.class_names, result.label_image, result.random_weights = ("a", "b"), np.zeros((6, 8), np.uint16), True
+    result.vocabulary_version = 3
     msg = messages.instances(result, messages.header(Stamp(3, 9), "cam"))
     back = deserialize_message(messages.serialize(msg), InstanceArray)
     (inst,) = back.instances
@@ -211,3 +207,55 @@ def test_our_message_definitions_match_the_built_ones():
     assert (inst.box.x_offset, inst.box.y_offset, inst.box.width, inst.box.height) == (1, 2, 3, 3)
     assert [(p.class_id, p.class_name) for p in inst.proposals] == [(1, "b"), (0, "a")]
     assert bytes(inst.mask.data) == b"\xff" * 9 and inst.mask.encoding == "mono8"
+
+
+def test_frames_carry_the_header_stamp_and_the_sample_as_a_named_tag(tmp_path, use_test_models, monkeypatch):
+    """The evaluator used to pack (sample, read time) into Frame.stamp; now stamp is the header
+    stamp, as the node sets it, and the evaluator's bookkeeping travels as a named Tagged."""
+    from sfs_ros.eval import runner
+
+    submitted = []
+
+    class RecordingPipeline(runner.Pipeline):
+        """The real pipeline, keeping what the evaluator submits."""
+
+        def submit(self, frame):
+            submitted.append(frame)
+            return super().submit(frame)
+
+    monkeypatch.setattr(runner, "Pipeline", RecordingPipeline)
+    stamps = [Stamp(1_700_000_000, 125_000_000), Stamp(1_700_000_000, 625_000_000)]
+    items = [("/cam/image_raw", st.ns + 40_000_000, camera_msg(st, random_rgb(32, 48, i)))  # logged 40 ms late
+             for i, st in enumerate(stamps)]
+    out = tmp_path / "out"
+    assert cli.main(["run", str(write_bag(tmp_path / "in", items)), "--out", str(out), "--warmup", "0",
+                     "--quiet", "--no-plots", "--no-bag", "--vocab", *VOCAB]) == 0
+    assert [f.stamp for f in submitted] == stamps
+    assert all(isinstance(f.tag, runner.Tagged) and f.tag.read_s >= 0.0 for f in submitted)
+    assert [f.tag.sample.log_time for f in submitted] == [st.ns + 40_000_000 for st in stamps]
+    per_frame = json.loads((out / "report.json").read_text())["per_frame"]
+    assert [f["stamp"] for f in per_frame] == [str(st) for st in stamps] and all("read" in f["ms"] for f in per_frame)
+
+
+def test_every_frame_is_evaluated_whatever_order_the_bag_yields_them(tmp_path, use_test_models):
+    """Pairing releases an image whose label never comes after later, labeled ones, and two
+    cameras interleave their stamps: frames reach the pipeline out of stamp order. None may be
+    refused (the core's live-camera order rule would refuse them if Frame.time carried the
+    stamps, and the run would stop on its frame accounting)."""
+    left = [Stamp(5, 100_000_000 * (i + 1)) for i in range(3)]
+    right = [Stamp(5, 100_000_000 * (i + 1) - 30_000_000) for i in range(3)]  # 30 ms older, logged after left
+    items = []
+    for i, (a, b) in enumerate(zip(left, right)):
+        items.append(("/left/image_raw", 100 * i + 1, camera_msg(a, random_rgb(32, 48, i))))
+        if i:  # the first left image never gets its label: pairing releases it last
+            items.append(("/left/gt", 100 * i + 2, label_msg(a, np.full((32, 48), 1))))
+        items.append(("/right/image_raw", 100 * i + 3, camera_msg(b, random_rgb(32, 48, 9 - i))))
+        items.append(("/right/gt", 100 * i + 4, label_msg(b, np.full((32, 48), 2))))
+    bag = write_bag(tmp_path / "in", items)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(bag), "--image-topic", "/left/image_raw", "--image-topic", "/right/image_raw",
+                     "--gt-topic", "/left/gt", "--gt-topic", "/right/gt", "--out", str(out), "--warmup", "0",
+                     "--quiet", "--no-plots", "--no-bag", "--vocab", *VOCAB]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["frames"]["processed"], report["frames"]["scored"], report["frames"]["skipped"]) == (6, 5, {})
+    assert [f["stamp"] for f in report["per_frame"] if not f["scored"]] == [str(left[0])]

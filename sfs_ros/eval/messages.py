@@ -125,10 +125,12 @@ def instances(result: Result, hdr: Any) -> Any:
         result, hdr, message_classes(), lambda crop: image(hdr, crop, "mono8"))
 
 
-def label_info(result: Result, palette: np.ndarray, threshold: float, hdr: Any) -> Any:
+def label_info(result: Result, palette: np.ndarray, threshold: float, threshold_kind: str,
+               hdr: Any) -> Any:
     """LabelInfo: label-image value -> class name -> overlay colour, as the node latches it."""
     return message_fields.label_info(
         ((i, name, rgb) for i, (name, rgb) in enumerate(zip(result.class_names, palette))),
         hdr, message_classes(), vocabulary=result.vocabulary_name, unlabeled_value=UNLABELED,
-        threshold=threshold, random_weights=bool(result.random_weights),
+        threshold=threshold, threshold_kind=threshold_kind,
+        vocabulary_version=result.vocabulary_version, random_weights=bool(result.random_weights),
     )

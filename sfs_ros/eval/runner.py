@@ -1,9 +1,10 @@
 """Direct mode: every frame of a bag through the core pipeline, scored and written back out.
 
 The core `Pipeline` runs with `drop=False`, so both stages overlap (FastSAM on frame t+1 while
-CLIP names frame t) and `submit` blocks instead of dropping: every frame is evaluated. The
-Sample travels through the pipeline as `Frame.stamp` (opaque to the core), so each Result comes
-back with its own ground truth and stamps.
+CLIP names frame t) and `submit` blocks instead of dropping: every frame is evaluated. Each
+Frame carries its header stamp as `stamp` and, as `Frame.tag`, a `Tagged` (the bag Sample and
+its read time), so each Result comes back with its own ground truth; `Frame.time` stays None
+(see `frame_of`).
 
 Results arrive on the pipeline's label thread. The pipeline logs and swallows exceptions from
 result callbacks (a viewer bug must not stop a robot), which for an evaluator would turn an
@@ -19,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-from sfs_ros.cli import mark_random
 from sfs_ros.core.frame import Frame, Result, SfsError
+from sfs_ros.core.fusion import mark_random
 from sfs_ros.core.labeler import Labeler
 from sfs_ros.core.pipeline import Pipeline
 from sfs_ros.core.segmenter import Segmenter
@@ -34,6 +34,14 @@ from sfs_ros.ros import naming
 
 log = logging.getLogger("sfs_ros.eval")
 OUTPUT_BAG = "bag"
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """The evaluator's bookkeeping for one frame, carried through the pipeline as `Frame.tag`."""
+
+    sample: Sample  # the bag sample: its ground truth, topic, stamps and bag time
+    read_s: float  # seconds spent reading and decoding it from the bag
 
 
 @dataclass(frozen=True)
@@ -75,9 +83,10 @@ def check_vocabulary(source: BagInput, vocabulary: Vocabulary) -> None:
 class _Run:
     """State of one evaluation; the public entry point is `evaluate`."""
 
-    def __init__(self, source: BagInput, vocabulary: Vocabulary, threshold: float,
+    def __init__(self, source: BagInput, vocabulary: Vocabulary, threshold: tuple[float, str],
                  options: RunOptions, report: dict) -> None:
         self.source, self.vocabulary = source, vocabulary
+        # (score_threshold, what it cuts): the labeler's, as the node's LabelInfo reports them
         self.threshold, self.options, self.report = threshold, options, report
         self.pipeline: Pipeline | None = None  # set by evaluate(); its callbacks are ours
         self.matrix = ConfusionMatrix(len(vocabulary)) if source.has_gt else None
@@ -123,9 +132,7 @@ class _Run:
                 if submitted == 0:
                     self._warm_up(sample)
                     self.t_first = time.monotonic()
-                frame = Frame(sample.image, stamp=(sample, read_s), frame_id=sample.frame_id,
-                              source=sample.topic, seq=sample.index)
-                self.pipeline.submit(frame)
+                self.pipeline.submit(frame_of(sample, read_s))
                 submitted += 1
             self.pipeline.wait_idle()
             self._raise_fatal()
@@ -162,7 +169,7 @@ class _Run:
                 self.fatal = exc
 
     def on_error(self, stage: str, frame: Frame, exc: BaseException) -> None:
-        sample, _ = frame.stamp
+        sample = frame.tag.sample
         try:
             self._skip(sample, f"{stage} stage failed", f"{type(exc).__name__}: {exc}")
         except EvalError as fatal:
@@ -170,7 +177,8 @@ class _Run:
 
     def _consume(self, result: Result) -> None:
         t0 = time.monotonic()
-        sample, read_s = result.frame.stamp
+        tagged: Tagged = result.frame.tag
+        sample = tagged.sample
         scored = sample.gt is not None and self.matrix is not None
         if scored:
             self.matrix.update(sample.gt, result.label_image)
@@ -179,7 +187,7 @@ class _Run:
             self._write(sample, result)
         t1 = time.monotonic()
         self.t_last = t1
-        timings = dict(result.timings, read=read_s, write=t1 - t0)
+        timings = dict(result.timings, read=tagged.read_s, write=t1 - t0)
         timings["compute"] = sum(result.timings.get(s, 0.0) for s in ("segment", "label", "fuse"))
         self.report["per_frame"].append({
             "topic": sample.topic, "stamp": str(sample.stamp), "log_time": sample.log_time,
@@ -194,7 +202,7 @@ class _Run:
         hdr = messages.header(sample.stamp, sample.frame_id)
         t = sample.log_time
         if not self.latched:  # latched and one for all cameras, as the node publishes it
-            info = messages.label_info(result, self.vocabulary.palette, self.threshold, hdr)
+            info = messages.label_info(result, self.vocabulary.palette, *self.threshold, hdr)
             self.bag.write(self.label_info_topic, t, info, latched=True)
             self.latched = True
         self.bag.write(f"{ns}/label_image", t, messages.image(hdr, result.label_image, "mono16"))
@@ -204,6 +212,22 @@ class _Run:
             over = mark_random(result.overlay) if result.random_weights else result.overlay
             self.bag.write(f"{ns}/overlay", t, messages.image(hdr, over, "rgb8"))
         self.bag.write(f"{ns}/instances", t, messages.instances(result, hdr))
+
+
+def frame_of(sample: Sample, read_s: float) -> Frame:
+    """The pipeline's Frame of a decoded bag sample: the header stamp as `stamp` (as the node
+    sets it), the sample and its read time as `tag`.
+
+    `time` stays None on purpose. The core's time rules are live-camera rules for one Pipeline
+    per camera: a frame older than the newest one submitted is refused. Here one Pipeline takes
+    every camera of the bag, and pairing releases an image whose label never came after later
+    ones, so frames arrive out of stamp order and would be refused: the run would stop on its
+    frame accounting. `max_age` is off (offline, nothing is late) and a camera-to-output latency
+    would compare a recorded stamp with today's clock.
+    """
+    assert sample.image is not None
+    return Frame(sample.image, stamp=sample.stamp, frame_id=sample.frame_id, source=sample.topic,
+                 seq=sample.index, tag=Tagged(sample, read_s))
 
 
 def report_inputs(source: BagInput) -> dict:
@@ -239,7 +263,7 @@ def evaluate(
     )
     report = reports.new_report(random_weights, "direct", report_inputs(source), settings, source.shard)
     out_dir = Path(options.out_dir)
-    run = _Run(source, vocabulary, labeler.config.threshold, options, report)
+    run = _Run(source, vocabulary, (labeler.threshold, labeler.threshold_kind), options, report)
     run.pipeline = pipeline = Pipeline(segmenter, labeler, run.on_result, run.on_error, drop=False,
                                        overlay=options.write_bag)
     if options.write_bag:
