@@ -98,7 +98,7 @@ class Option:
             return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
         if self.range is not None:
             low, high = self.range
-            for item in value if isinstance(value, tuple) else (value,):
+            for item in value if isinstance(value, (list, tuple)) else (value,):
                 if not low <= item <= high:
                     return f"{self.name} must lie in [{low}, {high}], got {item}"
                 if self.step and (item - low) % self.step:
