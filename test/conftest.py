@@ -19,11 +19,27 @@ os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(ROOT / "config" / "fastdds_loc
 os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)  # the profile decides
 # Generated files (random-weight checkpoints, text caches) go to a per-run folder, never ~/.cache.
 os.environ.setdefault("SFS_CACHE_DIR", tempfile.mkdtemp(prefix="sfs_test_cache_"))
+#: Where the user keeps real checkpoints ($SFS_WEIGHTS_DIR as given, else the default): only the
+#: `weights` tests look there; every other test sees an empty weights folder.
+USER_WEIGHTS_DIR = Path(os.environ.get("SFS_WEIGHTS_DIR")
+                        or Path.home() / ".cache" / "sfs_ros" / "weights")
 os.environ.setdefault("SFS_WEIGHTS_DIR", tempfile.mkdtemp(prefix="sfs_test_weights_"))
 
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "weights: needs the pretrained checkpoints on disk (FastSAM-s.pt, CLIP "
+        "ViT-B-32/openai); skipped with 'weights not on disk' otherwise. Run: pytest -m weights")
+
+
+@pytest.fixture(scope="session")
+def user_weights_dir() -> Path:
+    """The weights folder the user configured (see USER_WEIGHTS_DIR), for the `weights` tests."""
+    return USER_WEIGHTS_DIR
 
 
 @pytest.fixture(scope="session")
