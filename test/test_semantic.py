@@ -272,11 +272,11 @@ def test_hybrid_falls_back_exactly_below_min_vote_share(semantic, labeler, monke
     assert out.scores[3] == named.scores[0] and 0 <= out.class_ids[3] < len(vocab)
     np.testing.assert_array_equal(out.background, sem_map)
 
-    hybrid.threshold = 0.75  # 0.75 stays (not below), 0.5 and 0.25 fall back
+    hybrid.min_vote_share = 0.75  # 0.75 stays (not below), 0.5 and 0.25 fall back
     clip.seen.clear()
     hybrid.label(image, m, bank)
     assert (clip.seen[0] == stack[[2, 3]]).all()
-    hybrid.threshold = 0.0  # nothing is below 0: CLIP is never called
+    hybrid.min_vote_share = 0.0  # nothing is below 0: CLIP is never called
     clip.seen.clear()
     np.testing.assert_array_equal(hybrid.label(image, m, bank).class_ids, plain.class_ids)
     assert clip.seen == [] and hybrid.random_weights
@@ -289,3 +289,46 @@ def test_hybrid_vocabulary_must_start_with_checkpoint_classes(semantic, labeler)
         hybrid.set_vocabulary(load_vocabulary(["robot", "road"]))
     with pytest.raises(SfsError, match="already in"):
         extend_vocabulary(semantic.vocabulary, ["car"])
+
+
+def test_hybrid_threshold_is_clips_probability_cut(semantic, labeler):
+    """Defect 5: score_threshold means one thing per mode. In semantic-hybrid it is CLIP's
+    probability cut for the masks CLIP names (reported in LabelInfo), not min_vote_share."""
+    hybrid = HybridLabeler(semantic, labeler, min_vote_share=0.4)
+    before = labeler.threshold
+    try:
+        hybrid.threshold = 0.33
+        assert labeler.threshold == 0.33 and hybrid.threshold == 0.33
+        assert hybrid.min_vote_share == 0.4
+        assert hybrid.threshold_kind == "clip_probability"
+        assert semantic.threshold_kind == "vote_share"
+        assert hybrid.describe()["clip"]["threshold"] == 0.33
+    finally:
+        labeler.threshold = before
+
+
+def test_every_labeler_implements_the_one_interface(semantic, labeler):
+    import inspect
+
+    from sfs_ros.core.labeling import MaskLabeler
+
+    members = {n for n in vars(MaskLabeler) if not n.startswith("_")} | set(MaskLabeler.__annotations__)
+    assert {"label", "set_vocabulary", "prepare_vocabulary", "use", "threshold", "bank"} <= members
+    hybrid = HybridLabeler(semantic, labeler)
+    for each in (labeler, semantic, hybrid):
+        for name in members:  # static lookup: `bank` raises until a vocabulary is set
+            try:
+                inspect.getattr_static(each, name)
+            except AttributeError:
+                pytest.fail(f"{type(each).__name__} lacks {name}")
+    assert labeler.fixed_vocabulary(("robot",)) is None
+    assert semantic.fixed_vocabulary() == semantic.vocabulary
+    assert hybrid.fixed_vocabulary(("robot",)).names[-1] == "robot"
+
+
+def test_vocabulary_versions_grow_and_prepare_has_no_side_effect(semantic):
+    current = semantic.bank
+    prepared = semantic.prepare_vocabulary(semantic.vocabulary)
+    assert semantic.bank is current and prepared.version > current.version
+    semantic.use(prepared)
+    assert semantic.bank is prepared

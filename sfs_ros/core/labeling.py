@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,7 +31,16 @@ def next_version() -> int:
     return next(_versions)
 
 
-@runtime_checkable
+class SetVocabulary:
+    """The step every labeler shares: set_vocabulary = prepare_vocabulary, then use."""
+
+    def set_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> Any:
+        """Encode (or fetch) `vocabulary` and make it current; frames in flight keep the old one."""
+        bank = self.prepare_vocabulary(vocabulary, templates)  # type: ignore[attr-defined]
+        self.use(bank)  # type: ignore[attr-defined]
+        return bank
+
+
 class Bank(Protocol):
     """What a labeler labels a frame against: a vocabulary and its version (CLIP banks also hold
     the text embeddings)."""
@@ -40,7 +49,6 @@ class Bank(Protocol):
     version: int
 
 
-@runtime_checkable
 class MaskLabeler(Protocol):
     """Names the masks of a frame. `threshold` is the node's score_threshold in every labeler;
     `threshold_kind` says what it cuts ("clip_probability" or "vote_share"), so LabelInfo can

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
 from sfs_ros.core.frame import UNLABELED_CLASS, Labels, MaskGrid, Masks, SfsError, check_rgb_image
 from sfs_ros.core.labeler import Labeler, LabelingCancelled, TextBank
-from sfs_ros.core.labeling import next_version
+from sfs_ros.core.labeling import SetVocabulary, next_version
 from sfs_ros.core.vocabulary import VocabClass, Vocabulary, load_vocabulary, palette_for
 from sfs_ros.core.weights import WeightsMissingError, weights_dir
 
@@ -304,7 +304,7 @@ def checkpoint_vocabulary(id2label: dict[int, str]) -> Vocabulary:
 
 
 # ---------------------------------------------------------------------------------- labeler
-class SemanticVoteLabeler:
+class SemanticVoteLabeler(SetVocabulary):
     """SegFormer per-pixel classes + the per-mask vote, behind the CLIP Labeler's interface.
 
     `threshold` reads and writes `config.threshold`, so replacing `config` at runtime (as the
@@ -357,11 +357,6 @@ class SemanticVoteLabeler:
 
     def use(self, bank: SemanticBank) -> None:
         self._bank = bank
-
-    def set_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> SemanticBank:
-        bank = self.prepare_vocabulary(vocabulary, templates)
-        self.use(bank)
-        return bank
 
     def prepare_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> SemanticBank:
         """Accept only the checkpoint's own label set (same names in the same order; colours and
@@ -469,7 +464,7 @@ def extend_vocabulary(base: Vocabulary, extra: list[str] | tuple[str, ...]) -> V
     return Vocabulary(f"{base.name}+{len(added)}", classes)
 
 
-class HybridLabeler:
+class HybridLabeler(SetVocabulary):
     """Semantic vote first; masks whose winning share < min_vote_share are named by CLIP.
 
     Class ids: the CLIP labeler's vocabulary must be the checkpoint's classes first (same ids
@@ -528,11 +523,6 @@ class HybridLabeler:
     def use(self, bank: TextBank) -> None:
         self.clip.use(bank)
 
-    def set_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
-        bank = self.prepare_vocabulary(vocabulary, templates)
-        self.use(bank)
-        return bank
-
     def prepare_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
         """Encode `vocabulary` for CLIP; it must start with the checkpoint's classes in order."""
         base = [n.casefold() for n in self.semantic.vocabulary.names]
@@ -544,13 +534,9 @@ class HybridLabeler:
             )
         return self.clip.prepare_vocabulary(vocabulary, templates)
 
-    def label(
-        self,
-        image: np.ndarray,
-        masks: Masks,
-        bank: TextBank | None = None,
-        cancelled: Callable[[], bool] = lambda: False,
-    ) -> Labels:
+    def label(self, image: np.ndarray, masks: Masks, bank: TextBank | None = None,
+              cancelled: Callable[[], bool] = lambda: False) -> Labels:
+        """MaskLabeler.label: the vote, then CLIP for the masks with a weak vote."""
         bank = bank or self.bank
         out = self.semantic.label(image, masks, cancelled=cancelled)
         weak = np.flatnonzero(out.scores < self.min_vote_share)
