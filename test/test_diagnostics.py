@@ -165,3 +165,66 @@ def test_random_weights_warn_and_a_node_without_cameras_is_ok():
     alone = node_status(facts(state="unconfigured", vocabulary=None))
     assert (alone.name, alone.level, alone.message) == (
         "/sfs_node: node", DiagnosticStatus.OK, "unconfigured: no cameras configured")
+
+
+def test_the_executor_survives_an_entity_destroyed_while_the_wait_set_is_built():
+    """rclpy raises InvalidHandle from add_to_wait_set when a QoS event handler is destroyed
+    (deactivate) while the executor builds its wait set; plain rclpy ends spin() there for good,
+    leaving a deaf node. A waitable that fails that way once must not stop the timers."""
+    import threading
+
+    import rclpy
+    from rclpy.exceptions import InvalidHandle
+    from rclpy.signals import SignalHandlerOptions
+    from rclpy.waitable import Waitable
+
+    from sfs_ros.ros.executor import SfsExecutor
+
+    class DestroyedOnce(Waitable):
+        def __init__(self, callback_group):
+            super().__init__(callback_group)
+            self.failed = 0
+
+        def add_to_wait_set(self, wait_set):
+            if not self.failed:
+                self.failed += 1
+                raise InvalidHandle("destroyed meanwhile")
+
+        def __enter__(self):
+            return None
+
+        def __exit__(self, *exc):
+            return None
+
+        def is_ready(self, wait_set):
+            return False
+
+        def get_num_entities(self):
+            return rclpy.waitable.NumberOfEntities()
+
+        def take_data(self):
+            return None
+
+        async def execute(self, taken_data):
+            return None
+
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("executor_probe", context=context)
+    ticks = threading.Semaphore(0)
+    node.create_timer(0.02, ticks.release)
+    waitable = DestroyedOnce(node.default_callback_group)
+    node.add_waitable(waitable)
+    executor = SfsExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        for _ in range(5):
+            assert ticks.acquire(timeout=5), "spin() ended: the timer stopped ticking"
+        assert waitable.failed == 1 and spinner.is_alive()
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        context.try_shutdown()
+        spinner.join(2.0)
