@@ -553,17 +553,3 @@ class HybridLabeler(SetVocabulary):
         out.topk_ids[weak] = named.topk_ids[:, :k]
         out.topk_scores[weak] = named.topk_scores[:, :k]
         return out
-
-
-SEMANTIC_MODES = ("semantic-vote", "semantic-hybrid")
-
-
-def fixed_vocabulary(labeler: object, extra: tuple[str, ...] | list[str] = ()) -> Vocabulary | None:
-    """The vocabulary a semantic labeler dictates (the checkpoint's classes, plus `extra`
-    open-vocabulary classes in the hybrid mode); None for a CLIP labeler, whose vocabulary is
-    the user's choice."""
-    if isinstance(labeler, HybridLabeler):
-        return extend_vocabulary(labeler.semantic.vocabulary, tuple(extra))
-    if isinstance(labeler, SemanticVoteLabeler):
-        return labeler.vocabulary
-    return None
