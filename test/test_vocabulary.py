@@ -22,7 +22,7 @@ CITYSCAPES = [
 
 
 @pytest.mark.parametrize("name,count", [
-    ("cityscapes", 19), ("ade20k", 150), ("ade20k_full", 847), ("coco", 80),
+    ("cityscapes", 19), ("ade20k", 150), ("ade20k_full", 847), ("coco", 80), ("shapes", 13),
 ])
 def test_preset_counts_palette_and_ids(name, count):
     vocab = load_vocabulary(name)
@@ -36,7 +36,7 @@ def test_preset_counts_palette_and_ids(name, count):
 
 
 def test_presets_tuple():
-    assert PRESETS == ("cityscapes", "ade20k", "ade20k_full", "coco")
+    assert PRESETS == ("cityscapes", "ade20k", "ade20k_full", "coco", "shapes")
 
 
 def test_cityscapes_train_and_label_ids():

@@ -23,7 +23,7 @@ import numpy as np
 
 from sfs_ros.core.frame import UNLABELED, SfsError
 
-PRESETS: tuple[str, ...] = ("cityscapes", "ade20k", "ade20k_full", "coco")
+PRESETS: tuple[str, ...] = ("cityscapes", "ade20k", "ade20k_full", "coco", "shapes")
 #: CLIP prompt templates. Few on purpose: each one multiplies the text-encoder cost of a
 #: vocabulary change.
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a photo of the {} in the scene.")
