@@ -240,3 +240,149 @@ def test_non_contiguous_rgb_views_are_accepted(labeler, photo, masks):
     flipped = np.ascontiguousarray(photo[:, :, ::-1])[:, :, ::-1]  # same pixels, negative stride
     np.testing.assert_allclose(labeler.label(flipped, masks, bank).topk_scores,
                                labeler.label(photo, masks, bank).topk_scores, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- local checkpoints
+SMALL_CLIP = "ViT-S-32"  # the smallest CLIP ViT open_clip registers: a 125 MB fp16 checkpoint
+
+
+def save_random_clip(path, seed: int) -> None:
+    """A real open_clip checkpoint file: the state_dict of a seeded random SMALL_CLIP (fp16)."""
+    import open_clip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = open_clip.create_model(SMALL_CLIP, pretrained=None)
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "my_clip.bin"
+    save_random_clip(path, seed=0)
+    return path
+
+
+def activations(labeler: Labeler) -> set[str]:
+    """Activation modules the loaded CLIP actually holds (the transformer MLPs of both towers)."""
+    from open_clip.transformer import QuickGELU
+
+    acts = {type(m).__name__ for m in labeler.model.modules() if isinstance(m, (torch.nn.GELU, QuickGELU))}
+    assert acts  # the towers have MLPs: an empty set would make the checks below vacuous
+    return acts
+
+
+def file_labeler(path, quick_gelu: str = "auto") -> Labeler:
+    return Labeler(LabelerConfig(clip_model=SMALL_CLIP, pretrained=str(path), quick_gelu=quick_gelu,
+                                 device="cpu", threshold=0.0))
+
+
+@pytest.mark.parametrize("setting, quick, why", [
+    ("true", True, "forced by clip_quick_gelu=true"),
+    ("false", False, "forced by clip_quick_gelu=false"),
+    ("auto", False, "OpenAI weights need clip_quick_gelu=true"),  # a plain file: nothing tells
+])
+def test_local_checkpoint_quick_gelu(checkpoint, caplog, setting, quick, why):
+    """Defect: a checkpoint file always ran GELU, OpenAI weights included; now it is settable
+    and the model really holds the activation decided (and the log says which and why)."""
+    with caplog.at_level("INFO", logger="sfs_ros.labeler"):
+        lab = file_labeler(checkpoint, setting)
+    assert lab.quick_gelu is quick
+    assert activations(lab) == ({"QuickGELU"} if quick else {"GELU"})
+    said = [r.getMessage() for r in caplog.records if r.name == "sfs_ros.labeler" and "QuickGELU" in r.getMessage()]
+    assert said and said[0].startswith(f"QuickGELU {'on' if quick else 'off'}: ") and why in said[0]
+
+
+def test_checkpoint_in_an_openai_hf_cache_repo_runs_quick_gelu(checkpoint, tmp_path):
+    """auto: a file inside a Hugging Face cache repository named *.openai is OpenAI's weights."""
+    snapshot = tmp_path / "hub" / "models--someone--clip_vit_small.openai" / "snapshots" / "0abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_pytorch_model.bin").symlink_to(checkpoint)
+    lab = file_labeler(snapshot / "open_clip_pytorch_model.bin")
+    assert lab.quick_gelu is True and activations(lab) == {"QuickGELU"}
+
+
+def test_quick_gelu_auto_rules():
+    """The auto rules that need no file: tag cfg, model name, open_clip's release file names."""
+    from sfs_ros.core.weights import clip_quick_gelu
+
+    assert clip_quick_gelu("ViT-B-32", "openai") == (True, "pretrained tag openai says so")
+    assert clip_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")[0] is False
+    assert clip_quick_gelu("ViT-B-32-quickgelu", "/nowhere/x.bin")[0] is True
+    assert clip_quick_gelu("ViT-B-32", "/nowhere/ViT-B-32.pt")[0] is True  # OpenAI's release name
+    hub = "/c/hub/models--timm--vit_base_patch32_clip_224.openai/snapshots/1/open_clip_model.safetensors"
+    assert clip_quick_gelu("ViT-B-32", hub)[0] is True
+    assert clip_quick_gelu("ViT-B-32", "/nowhere/finetuned.bin")[0] is False
+    with pytest.raises(SfsError, match="contradicts"):
+        LabelerConfig(clip_model="ViT-B-32-quickgelu", quick_gelu="false").validate()
+    with pytest.raises(SfsError, match="clip_quick_gelu"):
+        LabelerConfig(quick_gelu="yes").validate()
+
+
+def test_text_cache_keys_on_checkpoint_content(tmp_path, monkeypatch):
+    """Defect: the disk cache was keyed on the checkpoint's path, so a file replaced by other
+    weights at the same path reused the old weights' text embeddings."""
+    monkeypatch.setenv("SFS_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "weights" / "clip.bin"
+    save_random_clip(path, seed=0)
+    vocab = load_vocabulary(["road", "car"])
+    first = file_labeler(path, "false")
+    old = first.encode_vocabulary(vocab).embeddings
+    same = file_labeler(path, "false")  # a restart, file untouched: disk cache hit
+    torch.testing.assert_close(same.encode_vocabulary(vocab).embeddings, old)
+    assert (first.text_encodings, same.text_encodings) == (1, 0)
+    quick = file_labeler(path, "true")  # the activation changes the text tower's output
+    quick.encode_vocabulary(vocab)
+    assert quick.text_encodings == 1
+    save_random_clip(path, seed=1)  # other weights, same path and size
+    replaced = file_labeler(path, "false")
+    new = replaced.encode_vocabulary(vocab).embeddings
+    assert replaced.text_encodings == 1
+    assert not torch.allclose(new, old)
+
+
+# ---------------------------------------------------------------------------- crop sampling
+def test_large_window_crop_averages_fine_pattern(labeler):
+    """Defect: roi_align sampled 2 x 2 points per output pixel however large the window, so a
+    crop of a large box aliased fine texture. Adaptive sampling averages every source pixel.
+
+    The pattern is a grid of 1-px white dots every 3 px (mean 1/9). A 1344-px window gives 6 x 6
+    source pixels per output pixel: adaptive sampling reads all 36 (two whole periods: exactly
+    1/9); two samples per axis land on pixels 1 and 4 of each 6, which are both dot rows and
+    columns, so every output pixel comes out white. (A 1-px checkerboard would not show it: its
+    half-pixel bilinear samples average to grey by symmetry.)"""
+    side = 6 * labeler.crop_size[0]
+    dots = np.zeros((side, side, 3), np.uint8)
+    dots[1::3, 1::3] = 255
+    whole = Masks(np.ones((1, side, side), bool), np.array([[0, 0, side, side]], np.int32),
+                  np.ones(1, np.float32), np.array([side * side]))
+
+    def crop() -> torch.Tensor:  # scale 1.0 crop (the window is the image), back to [0, 1]
+        return (labeler.make_crops(dots, whole) * labeler.std + labeler.mean)[0]
+
+    torch.testing.assert_close(crop(), torch.full_like(crop(), 1 / 9), rtol=0, atol=1e-3)
+    labeler.crop_sampling_ratio = 2
+    try:
+        aliased = crop()
+    finally:
+        labeler.crop_sampling_ratio = -1
+    assert (aliased - 1 / 9).abs().mean() > 0.5
+
+
+# ---------------------------------------------------------------------------- templates
+def test_templates_use_the_core_check():
+    """Defect: "{} {}" passed the '{}'-in-template check and ended in an IndexError at format time."""
+    from sfs_ros.core import labeler as labeler_module
+    from sfs_ros.core import vocabulary
+
+    with pytest.raises(SfsError, match="exactly once"):
+        LabelerConfig(templates=("{} {}",)).validate()
+    with pytest.raises(SfsError, match="exactly once"):
+        LabelerConfig(templates=("a {0.x}",)).validate()
+    assert labeler_module.DEFAULT_TEMPLATES is vocabulary.DEFAULT_TEMPLATES
+
+
+def test_encode_vocabulary_checks_templates(labeler):
+    with pytest.raises(SfsError, match="exactly once"):
+        labeler.encode_vocabulary(load_vocabulary(["cup"]), templates=("{} and {}",))

@@ -11,6 +11,7 @@ they are cached per vocabulary and prompt-template set, in memory and on disk.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import logging
 import threading
@@ -25,15 +26,23 @@ from torchvision.ops import roi_align
 from sfs_ros.core.dense_clip import DenseClip
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
 from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError, check_rgb_image
-from sfs_ros.core.vocabulary import Vocabulary
-from sfs_ros.core.weights import cache_dir, resolve_clip
+# DEFAULT_TEMPLATES lives in core.vocabulary; still importable from here for older callers
+from sfs_ros.core.vocabulary import DEFAULT_TEMPLATES, Vocabulary, check_templates
+from sfs_ros.core.weights import (
+    cache_dir,
+    clip_quick_gelu,
+    file_fingerprint,
+    quick_gelu_problem,
+    resolve_clip,
+)
 
 log = logging.getLogger("sfs_ros.labeler")
 
-#: Few templates on purpose: each one multiplies the text-encoder cost of a vocabulary change.
-DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a photo of the {} in the scene.")
 GREY = 0.5  # neutral grey in [0, 1] RGB, before CLIP's normalisation
 LABELING_MODES = ("crop", "dense", "hybrid")
+#: roi_align's adaptive sampling: ceil(window side / crop side) points per crop pixel and axis,
+#: so a large window averages all its pixels (a fixed 2 x 2 aliased fine texture).
+ADAPTIVE_SAMPLING = -1
 
 
 class LabelingCancelled(SfsError):
@@ -46,6 +55,8 @@ class LabelerConfig:
 
     clip_model: str = "ViT-B-32"
     pretrained: str = "openai"  # open_clip tag or a local checkpoint file
+    # "auto" | "true" | "false": QuickGELU (OpenAI's activation); auto follows weights.clip_quick_gelu
+    quick_gelu: str = "auto"
     # crop: every mask cropped and encoded (SSA style, accuracy first, cost grows with masks);
     # dense: one ClearCLIP pass per frame, mask-average-pooled (cost nearly flat in masks);
     # hybrid: dense, then low-margin masks re-scored with crops.
@@ -68,8 +79,10 @@ class LabelerConfig:
     disk_cache: bool = True
 
     def validate(self) -> None:
-        if not self.templates or any("{}" not in t for t in self.templates):
-            raise SfsError("every prompt template must contain '{}' and at least one is needed")
+        check_templates(self.templates)
+        problem = quick_gelu_problem(self.clip_model, self.quick_gelu)
+        if problem:
+            raise SfsError(problem)
         if not self.scales or any(s <= 0 for s in self.scales):
             raise SfsError(f"scales must be positive, got {self.scales}")
         if not 0.0 <= self.background_blend <= 1.0 or not 0.0 <= self.threshold <= 1.0:
@@ -103,16 +116,7 @@ class Labeler:
         self.threshold = config.threshold  # may change at runtime (node parameter)
         self.device = resolve_device(config.device)
         self.dtype = torch.float16 if config.half and self.device.type == "cuda" else torch.float32
-        if config.random_weights:
-            with torch.random.fork_rng():
-                torch.manual_seed(0)
-                model = open_clip.create_model(config.clip_model, pretrained=None)
-            log.warning("CLIP %s runs with RANDOM weights: labels are meaningless", config.clip_model)
-        else:
-            checkpoint, quick_gelu = resolve_clip(config.clip_model, config.pretrained)
-            model = open_clip.create_model(
-                config.clip_model, pretrained=checkpoint, force_quick_gelu=quick_gelu
-            )
+        model = self._load_clip(config)
         self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
         self.tokenizer = open_clip.get_tokenizer(config.clip_model)
         size = model.visual.image_size
@@ -128,6 +132,32 @@ class Labeler:
         self._memory_cache: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
         self.text_encodings = 0  # how many times the text encoder ran (cache misses)
+        #: roi_align points per crop pixel and axis; -1: adaptive (bench/crop_sampling.py)
+        self.crop_sampling_ratio = ADAPTIVE_SAMPLING
+
+    def _load_clip(self, config: LabelerConfig) -> torch.nn.Module:
+        """The open_clip model of `config`. Sets `quick_gelu` (the activation it runs) and
+        `weights_id` (what its text embeddings depend on: the checkpoint's content, not its
+        path, so a file replaced in place is not served stale embeddings from the disk cache)."""
+        import open_clip
+
+        if config.random_weights:
+            checkpoint = None
+            # seeded random init is reproducible for a given torch build, so it can be cached too
+            weights = f"random-seed0-torch{torch.__version__}"
+        else:
+            checkpoint = resolve_clip(config.clip_model, config.pretrained)
+            weights = f"file:{file_fingerprint(checkpoint)}"
+        self.quick_gelu, why = clip_quick_gelu(config.clip_model, config.pretrained, config.quick_gelu)
+        log.info("QuickGELU %s: %s", "on" if self.quick_gelu else "off", why)
+        self.weights_id = f"{weights}:quick_gelu={self.quick_gelu}"
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = open_clip.create_model(config.clip_model, pretrained=checkpoint,
+                                           force_quick_gelu=self.quick_gelu)
+        if config.random_weights:
+            log.warning("CLIP %s runs with RANDOM weights: labels are meaningless", config.clip_model)
+        return model
 
     @property
     def random_weights(self) -> bool:
@@ -135,10 +165,7 @@ class Labeler:
 
     # ------------------------------------------------------------------ vocabulary / text side
     def _cache_key(self, vocabulary: Vocabulary, templates: tuple[str, ...]) -> str:
-        cfg = self.config
-        # seeded random init is reproducible for a given torch build, so it can be cached too
-        weights = f"random-seed0-torch{torch.__version__}" if cfg.random_weights else cfg.pretrained
-        parts = [cfg.clip_model, weights, "\x1f".join(templates), vocabulary.key]
+        parts = [self.config.clip_model, self.weights_id, "\x1f".join(templates), vocabulary.key]
         return hashlib.sha1("\x1e".join(parts).encode()).hexdigest()
 
     def encode_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
@@ -148,9 +175,7 @@ class Labeler:
         vocabulary (or template set; default: the configured one) on any thread while frames
         are still labeled with the old one.
         """
-        templates = tuple(templates or self.config.templates)
-        if any("{}" not in t for t in templates):
-            raise SfsError(f"every prompt template must contain '{{}}': {templates}")
+        templates = check_templates(templates or self.config.templates)
         key = self._cache_key(vocabulary, templates)
         with self._lock:
             cached = self._memory_cache.get(key)
@@ -219,19 +244,20 @@ class Labeler:
         """All crops of a frame as one normalised batch (S*N, 3, h, w), scale-major.
 
         roi_align samples image and masks on the same grid, so the whole batch is built in a
-        few tensor ops instead of one resize per mask.
+        few tensor ops instead of one resize per mask; adaptive sampling makes each crop pixel
+        the average of its source pixels (an area resize), not a 2 x 2 point sample.
         """
         n = len(masks)
         img = self._to_tensor(image)
         windows = self.crop_boxes(masks.boxes).to(self.device)
         index = torch.arange(n, device=self.device).repeat(len(self.config.scales))[:, None].float()
         rois = torch.cat([torch.zeros_like(index), windows], dim=1)
-        size = self.crop_size
-        pixels = roi_align(img, rois, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-        inside = roi_align(torch.ones_like(img[:, :1]), rois, size, 1.0, 2, True)  # within image
+        sample = functools.partial(roi_align, output_size=self.crop_size, spatial_scale=1.0,
+                                   sampling_ratio=self.crop_sampling_ratio, aligned=True)
+        pixels = sample(img, rois)
+        inside = sample(torch.ones_like(img[:, :1]), rois)  # within image
         mask_t, mask_windows = self._mask_tensor(masks, windows)
-        mask_rois = torch.cat([index, mask_windows], dim=1)
-        in_mask = roi_align(mask_t, mask_rois, size, 1.0, 2, True)
+        in_mask = sample(mask_t, torch.cat([index, mask_windows], dim=1))
         keep = 1.0 - self.config.background_blend
         # pixel weight: 1 inside the mask, `keep` for context, 0 outside the image
         weight = in_mask + (1.0 - in_mask) * keep * inside
