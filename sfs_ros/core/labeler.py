@@ -15,7 +15,7 @@ import functools
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -26,6 +26,8 @@ from torchvision.ops import roi_align
 from sfs_ros.core.dense_clip import DenseClip
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
 from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError, check_rgb_image
+from sfs_ros.core.labeling import SetVocabulary, next_version
+from sfs_ros.core.options import CLIP_MODES
 # DEFAULT_TEMPLATES lives in core.vocabulary; still importable from here for older callers
 from sfs_ros.core.vocabulary import DEFAULT_TEMPLATES, Vocabulary, check_templates
 from sfs_ros.core.weights import (
@@ -39,7 +41,6 @@ from sfs_ros.core.weights import (
 log = logging.getLogger("sfs_ros.labeler")
 
 GREY = 0.5  # neutral grey in [0, 1] RGB, before CLIP's normalisation
-LABELING_MODES = ("crop", "dense", "hybrid")
 #: roi_align's adaptive sampling: ceil(window side / crop side) points per crop pixel and axis,
 #: so a large window averages all its pixels (a fixed 2 x 2 aliased fine texture).
 ADAPTIVE_SAMPLING = -1
@@ -89,8 +90,8 @@ class LabelerConfig:
             raise SfsError("background_blend and threshold must lie in [0, 1]")
         if self.topk < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise SfsError("topk and batch_size must be >= 1")
-        if self.mode not in LABELING_MODES:
-            raise SfsError(f"labeling mode must be one of {LABELING_MODES}, got {self.mode!r}")
+        if self.mode not in CLIP_MODES:
+            raise SfsError(f"labeling mode must be one of {CLIP_MODES}, got {self.mode!r}")
         if self.dense_size < 32 or self.prune_topk < 0 or self.prune_memory < 0:
             raise SfsError("dense_size must be >= 32, prune_topk and prune_memory >= 0")
 
@@ -105,7 +106,7 @@ class TextBank:
     version: int = 0  # the labeler's vocabulary version when this bank became current
 
 
-class Labeler:
+class Labeler(SetVocabulary):
     """Loads open_clip once; labels the masks of a frame against the current TextBank."""
 
     def __init__(self, config: LabelerConfig = LabelerConfig()) -> None:
@@ -114,6 +115,7 @@ class Labeler:
         config.validate()
         self.config = config
         self.threshold = config.threshold  # may change at runtime (node parameter)
+        self.threshold_kind = "clip_probability"  # what `threshold` cuts (MaskLabeler)
         self.device = resolve_device(config.device)
         self.dtype = torch.float16 if config.half and self.device.type == "cuda" else torch.float32
         model = self._load_clip(config)
@@ -216,11 +218,22 @@ class Labeler:
         summed.index_add_(0, index, per_prompt)
         return F.normalize(summed, dim=-1).cpu()
 
-    def set_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
-        """Encode (or fetch) `vocabulary` and make it current; frames in flight keep the old one."""
-        bank = self.encode_vocabulary(vocabulary, templates)
-        self._bank = bank  # a single reference swap: label() reads it once per frame
-        return bank
+    def prepare_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
+        """Encode (or fetch) `vocabulary` as a new bank with a new version; nothing else changes."""
+        return replace(self.encode_vocabulary(vocabulary, templates), version=next_version())
+
+    def use(self, bank: TextBank) -> None:
+        """Make `bank` current: a single reference swap; frames in flight keep the old one."""
+        self._bank = bank
+
+    def fixed_vocabulary(self, extra: tuple[str, ...] = ()) -> None:
+        """None: CLIP names masks with whatever vocabulary the user chooses."""
+        return None
+
+    def describe(self) -> dict:
+        """The CLIP settings in effect (threshold as changed at runtime)."""
+        return {**asdict(self.config), "threshold": self.threshold,
+                "threshold_kind": self.threshold_kind}
 
     @property
     def bank(self) -> TextBank:
