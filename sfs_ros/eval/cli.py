@@ -1,6 +1,7 @@
 """The `sfs_eval` command (also `python -m sfs_ros.eval`): score Semantic-Fast-SAM on bags.
 
     sfs_eval convert cityscapes /data/cityscapes --split val --out bags/cityscapes_val
+    sfs_eval convert shapes --frames 200 --seed 1 --out bags/shapes   (the known-answer world)
     sfs_eval run bags/cityscapes_val --out out/cityscapes_val --device cuda:0
     sfs_eval run drive_bag --image-topic /front/image_raw --vocab coco --out out/drive --no-bag
     sfs_eval run bags/ade20k_val --shard 0/4 --out out/ade/0   (... 1/4, 2/4, 3/4)
@@ -25,8 +26,9 @@ from sfs_ros.core import options
 from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary, vocabulary_spec
 from sfs_ros.eval import bags, datasets, report as reports
 from sfs_ros.eval.bags import BagInput, parse_shard
-from sfs_ros.eval.errors import EvalError, GroundTruthError
+from sfs_ros.eval.errors import DatasetError, EvalError, GroundTruthError
 from sfs_ros.eval.runner import OUTPUT_BAG, RunOptions, check_vocabulary, evaluate
+from sfs_ros.synth.shapes import DEFAULT_SIZE as SHAPES_SIZE, parse_size
 
 log = logging.getLogger("sfs_ros.eval")
 
@@ -129,11 +131,49 @@ def summary_line(report: dict) -> str:
             f"{marker}")
 
 
+#: convert options that only the generated shapes layout takes, and those only folders take
+_SHAPES_ONLY = ("frames", "seed", "size")
+_FOLDERS_ONLY = ("root", "split", "ignore_index")
+
+
+def _open_for_convert(args: argparse.Namespace) -> datasets.Dataset:
+    """The dataset `convert` was asked for; options of the other kind of layout are refused
+    (silently ignoring --seed on a Cityscapes folder, or a folder given for shapes, would
+    hide a mistake in the command)."""
+    vocabulary = load_vocabulary(vocabulary_spec(args.vocab)) if args.vocab else None
+    if args.layout == "shapes":
+        if _given(args, _FOLDERS_ONLY):
+            raise DatasetError("the shapes layout is generated from --seed: it takes no "
+                               + ", ".join(_given(args, _FOLDERS_ONLY)))
+        if args.frames is None or args.seed is None:
+            raise DatasetError("the shapes layout needs --frames N and --seed S (e.g. --frames 200 --seed 1)")
+        return datasets.shapes_dataset(args.frames, args.seed, args.size or SHAPES_SIZE, vocabulary,
+                                       lossless=args.raw)
+    if _given(args, _SHAPES_ONLY):
+        raise DatasetError(f"{', '.join(_given(args, _SHAPES_ONLY))}: only for the shapes layout, not {args.layout}")
+    if args.root is None:
+        raise DatasetError(f"the {args.layout} layout needs its dataset folder: sfs_eval convert {args.layout} ROOT --out BAG")
+    return datasets.open_dataset(args.layout, args.root, args.split or "val", vocabulary,
+                                 255 if args.ignore_index is None else args.ignore_index)
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The options among `names` that were given, as the user typed them."""
+    return [f"--{n.replace('_', '-')}" if n != "root" else "dataset folder"
+            for n in names if getattr(args, n) is not None]
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    vocabulary = load_vocabulary(vocabulary_spec(args.vocab)) if args.vocab else None
-    dataset = datasets.open_dataset(args.layout, args.root, args.split, vocabulary, args.ignore_index)
+    dataset = _open_for_convert(args)
     options = datasets.ConvertOptions(
         image_topic=args.image_topic, gt_topic=args.gt_topic, frame_id=args.frame_id, rate=args.rate,
         raw=args.raw, storage=args.storage, limit=args.limit,
@@ -198,18 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="turn a dataset folder into a bag (images + ground-truth labels)")
     conv.add_argument("layout", choices=datasets.LAYOUTS)
-    conv.add_argument("root", help="dataset folder (Cityscapes root, ADEChallengeData2016 or its parent, "
-                                   "or a folder with images/ and labels/)")
+    conv.add_argument("root", nargs="?", default=None,
+                      help="dataset folder (Cityscapes root, ADEChallengeData2016 or its parent, "
+                           "or a folder with images/ and labels/); none for shapes")
     conv.add_argument("--out", required=True, help="bag folder to create")
-    conv.add_argument("--split", default="val", help="val, train, test (ADE20K: validation/training)")
+    conv.add_argument("--split", default=None, help="val (default), train, test (ADE20K: validation/training)")
     conv.add_argument("--vocab", nargs="+", default=None, metavar="CLASS",
-                      help="vocabulary of the label ids (default: cityscapes / ade20k; required for folder)")
-    conv.add_argument("--ignore-index", type=int, default=255, help="folder layout: label value that does not count")
+                      help="vocabulary of the label ids (default: cityscapes / ade20k / shapes; required for folder)")
+    conv.add_argument("--ignore-index", type=int, default=None,
+                      help="folder layout: label value that does not count (default 255)")
+    conv.add_argument("--frames", type=int, default=None, help="shapes: frames 0..N-1 of the world")
+    conv.add_argument("--seed", type=int, default=None, help="shapes: the world's seed")
+    conv.add_argument("--size", type=_size_arg, default=None, metavar="WxH", help="shapes: image size (default 640x480)")
     conv.add_argument("--image-topic", default=datasets.ConvertOptions.image_topic)
     conv.add_argument("--gt-topic", default=datasets.ConvertOptions.gt_topic)
     conv.add_argument("--frame-id", default=datasets.ConvertOptions.frame_id)
     conv.add_argument("--rate", type=float, default=datasets.ConvertOptions.rate, help="stamps at this rate (Hz)")
-    conv.add_argument("--raw", action="store_true", help="sensor_msgs/Image rgb8 instead of the original files")
+    conv.add_argument("--raw", action="store_true", help="sensor_msgs/Image rgb8 instead of the original files "
+                                                          "(shapes: the exact pixels instead of JPEG)")
     conv.add_argument("--storage", choices=bags.STORAGES, default="mcap")
     conv.add_argument("--limit", type=int, default=None, help="first N images only")
     conv.add_argument("--quiet", action="store_true", help="no progress bar")

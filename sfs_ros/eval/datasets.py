@@ -9,6 +9,9 @@ each dataset's label values to the vocabulary's class ids, in one table per layo
 - ADE20K SceneParsing `annotations/*.png`: 0 ("other") -> ignore, 1..150 -> 0..149.
 - plain folder: `images/<stem>.<ext>` with `labels/<stem>.png` holding class ids already;
   `ignore_index` (255 by default) marks pixels that do not count.
+- shapes: no folder; frames 0..N-1 of the known-answer world (`sfs_ros.synth.shapes`) are
+  generated from a seed, images stored as JPEG, labels are the `shapes` preset's ids (background
+  is class 12, a real class; 255 stays "ignore" and never occurs).
 
 Images are stored as CompressedImage: JPEG and PNG files keep their own bytes (nothing lost,
 and small); BMP, WebP and TIFF files are re-encoded as PNG (lossless), because the node and
@@ -29,9 +32,11 @@ from sfs_ros.eval import bags, messages
 from sfs_ros.eval.errors import DatasetError, GroundTruthError
 from sfs_ros.eval.images import GT_IGNORE
 from sfs_ros.ros import image_codec
+from sfs_ros.synth.shapes import CLASS_NAMES as SHAPES_CLASSES, DEFAULT_SIZE as SHAPES_SIZE, Scene, make_scene
+from sfs_ros.synth.writers import encode_image, frame_stem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-LAYOUTS = ("cityscapes", "ade20k", "folder")
+LAYOUTS = ("cityscapes", "ade20k", "folder", "shapes")
 SPLIT_ALIASES = {"ade20k": {"val": "validation", "train": "training"}}
 
 
@@ -56,6 +61,10 @@ class Dataset:
     lut: np.ndarray | None = None
     ignore_index: int = 255
     notes: list[str] = field(default_factory=list)
+
+    def read_image(self, item: Item) -> bytes:
+        """The image file's bytes, as they go into the bag."""
+        return item.image.read_bytes()
 
     def load_label(self, item: Item) -> np.ndarray:
         """(H, W) uint16 class ids with GT_IGNORE, checked against the vocabulary size."""
@@ -106,6 +115,8 @@ def open_dataset(
         if vocabulary is None:
             raise DatasetError("a plain folder needs --vocab: its label ids must be the ids of that vocabulary")
         return _folder(root, vocabulary, ignore_index)
+    if layout == "shapes":
+        raise DatasetError("the shapes layout is generated, not read from a folder: use shapes_dataset()")
     raise DatasetError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
 
 
@@ -172,6 +183,49 @@ def _checked(dataset: Dataset, label_dir: Path) -> Dataset:
     return dataset
 
 
+@dataclass
+class ShapesDataset(Dataset):
+    """Frames of the known-answer shapes world, made on demand: nothing is read from disk.
+
+    Items name the frames (`s<seed>_<index>.jpg`); their bytes and labels come from
+    `sfs_ros.synth.shapes.make_scene`, one scene kept for the image and label of the same frame."""
+
+    seed: int = 0
+    size: tuple[int, int] = SHAPES_SIZE
+    jpeg_quality: int = 95
+    lossless: bool = False  # PNG instead of JPEG (for `raw` bags: rgb8 with the exact pixels)
+    _cached: tuple[int, Scene] | None = field(default=None, repr=False)
+
+    def scene(self, item: Item) -> Scene:
+        index = int(item.image.stem.rsplit("_", 1)[1])
+        if self._cached is None or self._cached[0] != index:
+            self._cached = (index, make_scene(self.seed, index, self.size))
+        return self._cached[1]
+
+    def read_image(self, item: Item) -> bytes:
+        return encode_image(self.scene(item).image, jpeg=not self.lossless, quality=self.jpeg_quality)
+
+    def load_label(self, item: Item) -> np.ndarray:
+        return self.scene(item).labels.astype(np.uint16)
+
+
+def shapes_dataset(frames: int, seed: int, size: tuple[int, int] = SHAPES_SIZE,
+                   vocabulary: Vocabulary | None = None, lossless: bool = False) -> ShapesDataset:
+    """Frames 0..frames-1 of shapes world `seed` at `size` = (height, width), as a dataset.
+
+    `vocabulary` may only be the shapes preset (or the same 13 names): the labels are its ids."""
+    if frames < 1:
+        raise DatasetError(f"--frames must be at least 1, got {frames}")
+    vocabulary = vocabulary or load_vocabulary("shapes")
+    if vocabulary.names != SHAPES_CLASSES:
+        raise DatasetError(f"the shapes world's labels are the 'shapes' preset's 13 ids; vocabulary "
+                           f"{vocabulary.name!r} has other classes")
+    height, width = size
+    items = [Item(Path(f"{frame_stem(seed, k)}.jpg"), Path(f"{frame_stem(seed, k)}.png")) for k in range(frames)]
+    return ShapesDataset("shapes", Path(f"seed={seed}"), f"{width}x{height}", items, vocabulary,
+                         seed=seed, size=(height, width), lossless=lossless)
+
+
 # ====================================================================== folder -> bag
 @dataclass(frozen=True)
 class ConvertOptions:
@@ -214,7 +268,7 @@ def write_bag(dataset: Dataset, out: str | Path, options: ConvertOptions = Conve
         for k, item in enumerate(progress(items)):
             log_time = options.start_ns + k * period_ns
             hdr = messages.header(messages.Stamp.from_ns(log_time), options.frame_id)
-            image_msg, shape = _image_message(item.image, hdr, options.raw)
+            image_msg, shape = _image_message(dataset.read_image(item), item.image, hdr, options.raw)
             bag.write(options.image_topic, log_time, image_msg)
             if item.label is not None:
                 ids = dataset.load_label(item)
@@ -231,9 +285,9 @@ def write_bag(dataset: Dataset, out: str | Path, options: ConvertOptions = Conve
     return len(items)
 
 
-def _image_message(path: Path, hdr: object, raw: bool) -> tuple[object, tuple[int, int]]:
-    """The image as a message, and its (height, width); decoded once to catch bad files now."""
-    data = path.read_bytes()
+def _image_message(data: bytes, path: Path, hdr: object, raw: bool) -> tuple[object, tuple[int, int]]:
+    """The image (the bytes of file `path`) as a message, and its (height, width); decoded once
+    to catch bad files now."""
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise DatasetError(f"image file {path} cannot be decoded")
