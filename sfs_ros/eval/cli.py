@@ -152,7 +152,8 @@ def _open_for_convert(args: argparse.Namespace) -> datasets.Dataset:
     if _given(args, _SHAPES_ONLY):
         raise DatasetError(f"{', '.join(_given(args, _SHAPES_ONLY))}: only for the shapes layout, not {args.layout}")
     if args.root is None:
-        raise DatasetError(f"the {args.layout} layout needs its dataset folder: sfs_eval convert {args.layout} ROOT --out BAG")
+        raise DatasetError(f"the {args.layout} layout needs its dataset folder: "
+                           f"sfs_eval convert {args.layout} ROOT --out BAG")
     return datasets.open_dataset(args.layout, args.root, args.split or "val", vocabulary,
                                  255 if args.ignore_index is None else args.ignore_index)
 
@@ -249,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder layout: label value that does not count (default 255)")
     conv.add_argument("--frames", type=int, default=None, help="shapes: frames 0..N-1 of the world")
     conv.add_argument("--seed", type=int, default=None, help="shapes: the world's seed")
-    conv.add_argument("--size", type=_size_arg, default=None, metavar="WxH", help="shapes: image size (default 640x480)")
+    conv.add_argument("--size", type=_size_arg, default=None, metavar="WxH",
+                      help="shapes: image size (default 640x480)")
     conv.add_argument("--image-topic", default=datasets.ConvertOptions.image_topic)
     conv.add_argument("--gt-topic", default=datasets.ConvertOptions.gt_topic)
     conv.add_argument("--frame-id", default=datasets.ConvertOptions.frame_id)
