@@ -1,0 +1,117 @@
+"""The models trained here on the shapes world, as option values every entry point takes.
+
+`models/shapes/` holds a class-agnostic YOLOv8-seg (the FastSAM recipe), a small open_clip
+model and a small SegFormer, all trained on `sfs_ros.synth.shapes` (commands and provenance in
+`models/shapes/*.json`). They are a test world, not a replacement for FastSAM, CLIP or a real
+SegFormer: they exist so tests and ACCURACY.md can check that labels are RIGHT (colour order,
+letterbox geometry, activations, class ids), which random weights cannot.
+
+`options(mode)` gives the option values (names of `sfs_ros.core.options`) that load them through
+the project's normal loading code: node parameters, `sfs`/`sfs_eval` flags (`flags()`), or
+`core.config.build_configs`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sfs_ros.core import options as core_options
+from sfs_ros.synth.shapes import BACKGROUND
+
+#: Where the trained files live in a checkout.
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models" / "shapes"
+SEGMENTER = MODELS_DIR / "fastsam-shapes.pt"
+CLIP_MODEL = "sfs-shapes-clip"
+CLIP_WEIGHTS = MODELS_DIR / "clip-shapes.pt"
+SEGFORMER = MODELS_DIR / "segformer-shapes-256-256"
+#: The input size the segmenter was trained at (frames are 640x480).
+IMGSZ = 320
+#: Short side of the dense CLIP pass the CLIP head was trained for.
+DENSE_SIZE = 224
+OBJECT_CLASSES = tuple(range(BACKGROUND))  # 0..11
+
+
+def missing() -> list[str]:
+    """The trained files not on disk (a checkout without models/shapes)."""
+    paths = (SEGMENTER, CLIP_WEIGHTS, SEGFORMER / "config.json")
+    return [str(p) for p in paths if not p.exists()]
+
+
+def options(mode: str = "crop", **overrides: Any) -> dict[str, Any]:
+    """A complete set of option values that runs `mode` with the trained shapes models."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in core_options.defaults().items()}
+    values.update(
+        vocabulary=("shapes",), labeling_mode=mode, model=str(SEGMENTER), imgsz=IMGSZ,
+        clip_model=CLIP_MODEL, clip_pretrained=str(CLIP_WEIGHTS), semantic_checkpoint=str(SEGFORMER),
+        dense_size=DENSE_SIZE, device="cpu",
+    )
+    values.update(overrides)
+    return values
+
+
+def flags(values: Mapping[str, Any]) -> list[str]:
+    """`sfs`/`sfs_eval` flags for the values that differ from the defaults."""
+    defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in core_options.defaults().items()}
+    out: list[str] = []
+    for option in core_options.CORE_OPTIONS:
+        value = values.get(option.name, defaults[option.name])
+        if value == defaults[option.name]:
+            continue
+        if isinstance(value, bool):
+            out.append(option.cli_flag if value else "--no-" + option.cli_flag[2:])
+        elif isinstance(value, tuple):
+            out += [option.cli_flag, *map(str, value)]
+        else:
+            out += [option.cli_flag, str(value)]
+    return out
+
+
+def class_miou(matrix: np.ndarray, classes: Sequence[int], ignore_gt: Sequence[int] = ()) -> float:
+    """Mean IoU over `classes` from a K x (K+1) confusion matrix (rows ground truth, columns
+    prediction, last column unlabeled predictions), with ground-truth rows `ignore_gt` left out
+    (their pixels count nowhere). Unlabeled predictions on counted pixels are misses."""
+    m = np.asarray(matrix, dtype=np.float64).copy()
+    m[list(ignore_gt)] = 0
+    ious = []
+    for c in classes:
+        tp, gt, pred = m[c, c], m[c].sum(), m[:, c].sum()
+        union = gt + pred - tp
+        if union > 0:
+            ious.append(tp / union)
+    return float(np.mean(ious)) if ious else float("nan")
+
+
+def score(segmenter: Any, labeler: Any, scenes: Sequence[Any], *,
+          image: Any = None, prediction: Any = None, **pipeline_options: Any) -> np.ndarray:
+    """The 13 x 14 confusion matrix of the core pipeline on `scenes` (synth.shapes.Scene).
+
+    `image(rgb) -> array` changes what the pipeline is fed and `prediction(label_image) ->
+    array` what is scored: the sensitivity checks feed BGR or shift class ids with them, to show
+    that a real colour-order or id bug cannot pass the known-answer tests.
+    """
+    from sfs_ros.core.frame import Frame
+    from sfs_ros.core.pipeline import Pipeline
+    from sfs_ros.eval.metrics import ConfusionMatrix
+
+    pipeline = Pipeline(segmenter, labeler, on_result=lambda result: None, overlay=False,
+                        **pipeline_options)
+    matrix = ConfusionMatrix(BACKGROUND + 1)
+    for scene in scenes:
+        rgb = scene.image if image is None else image(scene.image)
+        result = pipeline.process(Frame(np.ascontiguousarray(rgb)))
+        labels = result.label_image if prediction is None else prediction(result.label_image)
+        matrix.update(scene.labels.astype(np.uint16), labels)
+    return matrix.matrix
+
+
+def objects_miou(matrix: np.ndarray) -> float:
+    """mIoU over the 12 object classes, background pixels ignored (ACCURACY.md's headline)."""
+    return class_miou(matrix, OBJECT_CLASSES, ignore_gt=(BACKGROUND,))
+
+
+def all_miou(matrix: np.ndarray) -> float:
+    """mIoU over all 13 classes, background counted (unlabeled predictions are misses)."""
+    return class_miou(matrix, range(BACKGROUND + 1))
