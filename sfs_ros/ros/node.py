@@ -36,10 +36,15 @@ Two topics that give the same camera name are refused at configure time.
 
 Threads: subscription callbacks only convert the message (zero-copy where possible) and submit
 it to that camera's Pipeline (two stage threads, keep-latest queues); results are published
-from the pipeline's label thread. One Segmenter and one Labeler (one model load) serve every
-camera. A vocabulary change is validated in the parameter callback and encoded by a worker
-thread the node owns; the Pipeline binds the vocabulary at submit, so no frame mixes two.
-Diagnostics run in their own callback group, so they are published while frames are in flight.
+from the pipeline's label thread. Each camera's callbacks run in its own mutually exclusive
+group (cameras in parallel, one camera's frames in order; the pipeline also refuses a frame
+older than one it took, and with `max_frame_age` one that waited too long). One Segmenter and
+one Labeler (one model load) serve every camera. A vocabulary change is validated in the
+parameter callback and encoded by a worker thread the node owns, which latches the new
+LabelInfo (with its `vocabulary_version`) before swapping the new bank in; the Pipeline binds
+the bank at submit, so no frame mixes two and every InstanceArray names its version. The label,
+instance and overlay images are made only while someone subscribes to them. Diagnostics run
+in their own callback group, so they are published while frames are in flight.
 
 This module is the lifecycle and the wiring; the other jobs live next door in sfs_ros/ros/:
     main.py            the sfs_node command: signals, autostart, exit codes
