@@ -27,8 +27,9 @@ SEGMENTER = MODELS_DIR / "fastsam-shapes.pt"
 CLIP_MODEL = "sfs-shapes-clip"
 CLIP_WEIGHTS = MODELS_DIR / "clip-shapes.pt"
 SEGFORMER = MODELS_DIR / "segformer-shapes-256-256"
-#: The input size the segmenter was trained at (frames are 640x480).
-IMGSZ = 320
+#: FastSAM input size for 640x480 frames: the segmenter was trained on 320x320 frames at
+#: imgsz 320, so at 640 the objects keep the pixel size they were trained at (the node default).
+IMGSZ = 640
 #: Short side of the dense CLIP pass the CLIP head was trained for.
 DENSE_SIZE = 224
 OBJECT_CLASSES = tuple(range(BACKGROUND))  # 0..11
@@ -115,3 +116,20 @@ def objects_miou(matrix: np.ndarray) -> float:
 def all_miou(matrix: np.ndarray) -> float:
     """mIoU over all 13 classes, background counted (unlabeled predictions are misses)."""
     return class_miou(matrix, range(BACKGROUND + 1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sfs_ros.synth.known_answer [MODE]`: print the `sfs`/`sfs_eval` flags that run
+    MODE (default crop) with the trained shapes models (used by `make demo`)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if absent := missing():
+        print(f"trained models missing: {', '.join(absent)}", file=sys.stderr)
+        return 2
+    print(" ".join(flags(options(args[0] if args else "crop"))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
