@@ -143,6 +143,9 @@ class Labeler(SetVocabulary):
         path, so a file replaced in place is not served stale embeddings from the disk cache)."""
         import open_clip
 
+        from sfs_ros.core.clip_models import register_project_models
+
+        register_project_models()  # the project's own configs (config/clip_models/*.json) by name
         if config.random_weights:
             checkpoint = None
             # seeded random init is reproducible for a given torch build, so it can be cached too
