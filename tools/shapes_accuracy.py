@@ -159,7 +159,12 @@ def main() -> int:
            str(SEED), "--out", str(bag), "--quiet")
     from shapes_segmenter_accuracy import GOAL as SEG_GOAL, evaluate as segmenter_accuracy  # noqa: E402
 
-    seg = segmenter_accuracy(str(ka.SEGMENTER), imgsz=ka.IMGSZ, frames=args.frames, seed=SEED)
+    from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
+    from sfs_ros.synth.shapes import iter_scenes
+
+    values = ka.options("crop")
+    segmenter = Segmenter(SegmenterConfig(model=values["model"], imgsz=values["imgsz"], device="cpu"))
+    seg = segmenter_accuracy(segmenter, iter_scenes(SEED, args.frames))
     print(f"segmenter: {seg}", flush=True)
     modes = run_modes(bag, out, args.modes)
     live = None if args.no_live or "crop" not in modes else run_live(bag, out)
