@@ -23,9 +23,13 @@ $(VENV)/.msgs-built: $(VENV)/.installed $(wildcard msg/*.msg) CMakeLists.txt pac
 
 # The main job on built-in sample photos: FastSAM-s + CLIP ViT-B-32, COCO vocabulary.
 # Without weights on disk it says so and runs the same pipeline with random weights.
+# Then a few frames of the known-answer shapes world, named by the small models trained on it
+# (models/shapes/): right labels on the first run, out/demo_shapes/overlays/.
 demo: setup
 	$(PY) tools/sample_images.py out/samples
 	$(VENV)/bin/sfs segment out/samples --vocab coco --max-det 40 --out out/demo --allow-random-weights
+	$(PY) -m sfs_ros.synth.shapes folder --frames 4 --seed 7 --out out/shapes
+	$(VENV)/bin/sfs segment out/shapes/images --out out/demo_shapes $$($(PY) -m sfs_ros.synth.known_answer crop)
 
 test: setup
 	$(PY) -m pytest -q test
