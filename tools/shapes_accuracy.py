@@ -58,6 +58,9 @@ def report_scores(path: Path) -> dict:
 def run_modes(bag: Path, out: Path, modes: list[str]) -> dict:
     scores = {}
     for mode in modes:
+        if (out / mode / "report.json").exists():  # a finished run is reused (remove it to redo)
+            scores[mode] = report_scores(out / mode)
+            continue
         flags = ka.flags(ka.options(mode))
         keep_bag = [] if mode == "crop" else ["--no-bag"]
         sh(PY, "-m", "sfs_ros.eval", "run", str(bag), "--out", str(out / mode), "--no-plots",
@@ -69,6 +72,8 @@ def run_modes(bag: Path, out: Path, modes: list[str]) -> dict:
 
 def run_live(bag: Path, out: Path) -> dict:
     """Start sfs_node with the crop settings (own domain, loopback profile), replay the bag."""
+    if (out / "live" / "report.json").exists():  # reused, like the modes
+        return report_scores(out / "live")
     env = dict(os.environ, ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", "57"),
                FASTDDS_DEFAULT_PROFILES_FILE=str(ROOT / "config" / "fastdds_localhost.xml"))
     params = []
@@ -106,8 +111,9 @@ def cli_agreement(bag: Path, out: Path) -> float:
             msg = reader.deserialize(raw, conn.msgtype)
             key = f"{msg.header.stamp.sec:06d}_{msg.header.stamp.nanosec:09d}"
             predicted[key] = np.frombuffer(bytes(msg.data), np.uint16).reshape(msg.height, msg.width)
-    sh(PY, "-m", "sfs_ros.cli", "segment", str(frames), "--out", str(out / "sfs"), "--quiet",
-       *ka.flags(ka.options("crop")))
+    if not (out / "sfs" / "summary.json").exists():
+        sh(PY, "-m", "sfs_ros.cli", "segment", str(frames), "--out", str(out / "sfs"), "--quiet",
+           *ka.flags(ka.options("crop")))
     equal = [np.mean(cv2.imread(str(out / "sfs" / "labels" / f"{k}.png"), cv2.IMREAD_UNCHANGED) == v)
              for k, v in predicted.items()]
     return float(np.mean(equal)), len(equal)
@@ -120,11 +126,11 @@ def sensitivity(frames: int) -> dict:
 
     scenes = [make_scene(SEED, k) for k in range(frames)]
     out = {}
-    for resolution in ("full", "low"):
-        values = ka.options("crop", mask_resolution=resolution)
+    for resolution in ("full", "low"):  # low at imgsz 320: the letterbox resizes by 0.5 there
+        values = ka.options("crop", mask_resolution=resolution, imgsz=640 if resolution == "full" else 320)
         segmenter, labeler = load_models(build_configs(values))
         labeler.set_vocabulary(vocabulary_for(labeler, values))
-        out[f"right ({resolution} masks)"] = ka.objects_miou(ka.score(segmenter, labeler, scenes))
+        out[f"right ({resolution} masks, imgsz {values['imgsz']})"] = ka.objects_miou(ka.score(segmenter, labeler, scenes))
         if resolution == "full":
             out["BGR fed as RGB"] = ka.objects_miou(
                 ka.score(segmenter, labeler, scenes, image=lambda rgb: rgb[:, :, ::-1]))
@@ -133,9 +139,12 @@ def sensitivity(frames: int) -> dict:
                     lab == UNLABELED, lab, (lab.astype(np.int64) + 1) % (BACKGROUND + 1)).astype(np.uint16)))
         else:
             original = MaskGrid.letterbox
-            MaskGrid.letterbox = classmethod(lambda cls, *a: replace(original.__func__(cls, *a), offset=(0.0, 0.0)))
+            MaskGrid.letterbox = classmethod(lambda cls, image, net, mask: replace(
+                original.__func__(cls, image, net, mask),
+                scale=(mask[0] / net[0], mask[1] / net[1]), offset=(0.0, 0.0)))
             try:
-                out["letterbox padding ignored (low masks)"] = ka.objects_miou(ka.score(segmenter, labeler, scenes))
+                out["letterbox gain and padding ignored (low masks, imgsz 320)"] = ka.objects_miou(
+                    ka.score(segmenter, labeler, scenes))
             finally:
                 MaskGrid.letterbox = original
     return out
@@ -148,10 +157,9 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", default=list(LABELING_MODES))
     parser.add_argument("--sensitivity-frames", type=int, default=20)
     parser.add_argument("--no-live", action="store_true")
+    parser.add_argument("--no-cli", action="store_true")
     parser.add_argument("--markdown", default=None, help="write the tables to this file")
     args = parser.parse_args()
-    if ka.missing():
-        sys.exit(f"trained models missing: {ka.missing()}")
     out = Path(args.out)
     bag = out / "bag"
     if not bag.exists():
@@ -168,8 +176,8 @@ def main() -> int:
     print(f"segmenter: {seg}", flush=True)
     modes = run_modes(bag, out, args.modes)
     live = None if args.no_live or "crop" not in modes else run_live(bag, out)
-    agreement, compared = cli_agreement(bag, out) if "crop" in modes else (None, 0)
-    sens = sensitivity(args.sensitivity_frames)
+    agreement, compared = cli_agreement(bag, out) if "crop" in modes and not args.no_cli else (None, 0)
+    sens = sensitivity(args.sensitivity_frames) if args.sensitivity_frames else {}
     print(json.dumps({"segmenter": str(seg), "modes": modes, "live": live, "cli": agreement,
                       "sensitivity": sens}, indent=1, default=str))
     if args.markdown:
