@@ -47,7 +47,7 @@ SEGFORMER_SIZES: dict[str, dict[str, object]] = {
     "b5": dict(depths=[3, 6, 40, 3], hidden_sizes=[64, 128, 320, 512], decoder_hidden_size=768),
 }
 #: Vocabulary presets a random-weight model can be built for (ADE20K 150, Cityscapes 19 classes).
-LABEL_SETS = ("ade20k", "cityscapes")
+LABEL_SETS = ("ade20k", "cityscapes", "shapes")
 RESIZE_POLICIES = ("square", "short_side", "none")
 #: What every SegFormer image processor normalises with (ImageNet statistics).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
