@@ -26,7 +26,7 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models" / "shapes"
 SEGMENTER = MODELS_DIR / "fastsam-shapes.pt"
 CLIP_MODEL = "sfs-shapes-clip"
 CLIP_WEIGHTS = MODELS_DIR / "clip-shapes.pt"
-SEGFORMER = MODELS_DIR / "segformer-shapes-256-256"
+SEGFORMER = MODELS_DIR / "segformer-shapes-160-160"
 #: FastSAM input size for 640x480 frames: the segmenter was trained on 320x320 frames at
 #: imgsz 320, so at 640 the objects keep the pixel size they were trained at (the node default).
 IMGSZ = 640
