@@ -36,6 +36,7 @@ from sfs_ros.synth import known_answer as ka  # noqa: E402
 
 PY = sys.executable
 SEED = 7
+IMAGE_TOPIC = "/camera/image/compressed"
 
 
 def sh(*args: str, env: dict | None = None) -> float:
@@ -82,8 +83,9 @@ def run_live(bag: Path, out: Path) -> dict:
             if not isinstance(value, str) else value
         params += ["-p", f"{name}:={text}"]
     node = subprocess.Popen([PY, "-m", "sfs_ros.ros.main", "--ros-args", *params,
+                             "-p", f"image_topics:=[{IMAGE_TOPIC}]",
                              "-p", "input_reliability:=reliable", "-p", "queue_size:=100"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         sh(PY, "-m", "sfs_ros.eval", "run", str(bag), "--mode", "live", "--node", "/sfs_node",
            "--rate", "2", "--vocab", "shapes", "--out", str(out / "live"), "--no-plots", "--quiet",
@@ -163,8 +165,9 @@ def main() -> int:
     out = Path(args.out)
     bag = out / "bag"
     if not bag.exists():
+        # a topic ending in /compressed: what sfs_node reads as CompressedImage (live mode)
         sh(PY, "-m", "sfs_ros.eval", "convert", "shapes", "--frames", str(args.frames), "--seed",
-           str(SEED), "--out", str(bag), "--quiet")
+           str(SEED), "--out", str(bag), "--image-topic", IMAGE_TOPIC, "--quiet")
     from shapes_segmenter_accuracy import GOAL as SEG_GOAL, evaluate as segmenter_accuracy  # noqa: E402
 
     from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
