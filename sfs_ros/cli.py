@@ -16,12 +16,10 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import cv2
-import numpy as np
 
 from sfs_ros.core import options
 from sfs_ros.core.frame import Frame, Result, SfsError, instance_records
@@ -191,7 +189,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "vocabulary": vocabulary.name,
         "classes": len(vocabulary),
         "device": str(segmenter.device),
-        "segmenter": {**asdict(segmenter.config), "checkpoint": str(segmenter.checkpoint)},
+        "segmenter": segmenter.describe(),
         "labeling": values["labeling_mode"],
         "labeler": labeler.describe(),
     }

@@ -14,7 +14,7 @@ import inspect
 import logging
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -267,6 +267,11 @@ class Segmenter:
     def random_weights(self) -> bool:
         """True when the network is untrained: asked for, or the checkpoint says so (RANDOM_MARKER)."""
         return self._random_weights
+
+    def describe(self) -> dict:
+        """The settings in effect and the checkpoint file, for reports and summaries (the
+        counterpart of MaskLabeler.describe)."""
+        return {**asdict(self.config), "checkpoint": str(self.checkpoint)}
 
     def segment(self, image: np.ndarray) -> Masks:
         """All masks of an RGB image over the image, min_area filtering applied.

@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +107,7 @@ def _run_direct(args: argparse.Namespace, values: dict[str, Any], source: BagInp
     labeler.set_vocabulary(vocabulary)
     settings = {
         "device": str(segmenter.device),
-        "segmenter": {**asdict(segmenter.config), "checkpoint": str(segmenter.checkpoint)},
+        "segmenter": segmenter.describe(),
         "labeling": values["labeling_mode"],
         "labeler": labeler.describe(),
     }
