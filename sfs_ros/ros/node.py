@@ -519,11 +519,8 @@ class SfsNode(LifecycleNode):
 
     def _wanted_outputs(self, cam: Camera) -> set[str]:
         """Label thread, per frame: the images someone subscribes to (others are not made)."""
-        wanted = {name for name in ("label_image", "instance_image", "overlay")
-                  if (pub := cam.publishers.get(name)) is not None and pub.get_subscription_count()}
-        if not self._publish_overlay:
-            wanted.discard("overlay")
-        return wanted
+        return {name for name in OUTPUTS  # publish_overlay gates the overlay: pipeline.overlay
+                if (pub := cam.publishers.get(name)) is not None and pub.get_subscription_count()}
 
     def _now(self) -> float:
         """The node's clock in seconds (sim time with use_sim_time): what frame ages use."""
