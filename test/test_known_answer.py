@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -46,11 +45,7 @@ def scenes():
 
 @pytest.fixture(scope="module")
 def models():
-    from sfs_ros.core.config import build_configs, load_models, vocabulary_for
-
-    values = ka.options("crop")
-    segmenter, labeler = load_models(build_configs(values))
-    labeler.set_vocabulary(vocabulary_for(labeler, values))
+    segmenter, labeler = ka.load("crop")
     assert not segmenter.random_weights and not labeler.random_weights
     return segmenter, labeler
 
@@ -73,11 +68,7 @@ def test_core_names_the_shapes(models, scenes):
 @pytest.mark.skipif(bool(ka.missing()), reason=f"trained SegFormer missing: {ka.missing()}")
 @pytest.mark.parametrize("mode", ["semantic-vote"])
 def test_core_semantic_vote_names_the_shapes_and_the_background(mode, scenes):
-    from sfs_ros.core.config import build_configs, load_models, vocabulary_for
-
-    values = ka.options(mode)
-    segmenter, labeler = load_models(build_configs(values))
-    labeler.set_vocabulary(vocabulary_for(labeler, values))
+    segmenter, labeler = ka.load(mode)
     assert labeler.bank.vocabulary.name == "shapes"
     matrix = ka.score(segmenter, labeler, scenes)
     # The SegFormer trained here sees 640x480 frames at 160x160 and misses the smallest shapes,
@@ -91,38 +82,23 @@ def test_core_semantic_vote_names_the_shapes_and_the_background(mode, scenes):
 # ---------------------------------------------------------------------- sensitivity
 def test_feeding_bgr_where_rgb_is_expected_fails_the_known_answers(models, scenes):
     segmenter, labeler = models
-    swapped = ka.score(segmenter, labeler, scenes, image=lambda rgb: rgb[:, :, ::-1])
+    swapped = ka.score(segmenter, labeler, scenes, image=ka.bgr)
     assert ka.objects_miou(swapped) < 0.5 * GOAL
 
 
 def test_a_class_id_shift_fails_the_known_answers(models, scenes):
     segmenter, labeler = models
-    shift = lambda labels: np.where(labels == UNLABELED, labels, (labels.astype(np.int64) + 1) % (BACKGROUND + 1)).astype(np.uint16)  # noqa: E731
-    assert ka.objects_miou(ka.score(segmenter, labeler, scenes, prediction=shift)) < 0.2
+    assert ka.objects_miou(ka.score(segmenter, labeler, scenes, prediction=ka.shift_ids)) < 0.2
 
 
-def test_broken_letterbox_geometry_fails_the_known_answers(scenes, monkeypatch):
+def test_broken_letterbox_geometry_fails_the_known_answers(scenes):
     """Masks mapped back from the network input without the letterbox's resize gain and
     padding (a classic geometry bug) miss their objects; the answers say so. At imgsz 320 the
     640x480 frames are resized by 0.5, so the gain matters (at 640 they are not resized)."""
-    from dataclasses import replace
-
-    from sfs_ros.core.config import build_configs, load_models, vocabulary_for
-    from sfs_ros.core.frame import MaskGrid
-
-    values = ka.options("crop", mask_resolution="low", imgsz=320)
-    segmenter, labeler = load_models(build_configs(values))
-    labeler.set_vocabulary(vocabulary_for(labeler, values))
+    segmenter, labeler = ka.load("crop", mask_resolution="low", imgsz=320)
     right = ka.objects_miou(ka.score(segmenter, labeler, scenes))
-    original = MaskGrid.letterbox.__func__
-
-    def broken(cls, image_shape, net_shape, mask_shape):
-        (net_h, net_w), (h, w) = net_shape, mask_shape
-        return replace(original(cls, image_shape, net_shape, mask_shape),
-                       scale=(h / net_h, w / net_w), offset=(0.0, 0.0))
-
-    monkeypatch.setattr(MaskGrid, "letterbox", classmethod(broken))
-    wrong = ka.objects_miou(ka.score(segmenter, labeler, scenes))
+    with ka.broken_letterbox():
+        wrong = ka.objects_miou(ka.score(segmenter, labeler, scenes))
     assert right >= 0.5 and wrong < 0.5 * right, (right, wrong)
 
 

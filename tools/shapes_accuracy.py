@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -122,33 +121,20 @@ def cli_agreement(bag: Path, out: Path) -> float:
 
 
 def sensitivity(frames: int) -> dict:
-    from sfs_ros.core.config import build_configs, load_models, vocabulary_for
-    from sfs_ros.core.frame import UNLABELED, MaskGrid
-    from sfs_ros.synth.shapes import BACKGROUND, make_scene
+    from sfs_ros.synth.shapes import make_scene
 
     scenes = [make_scene(SEED, k) for k in range(frames)]
-    out = {}
-    for resolution in ("full", "low"):  # low at imgsz 320: the letterbox resizes by 0.5 there
-        values = ka.options("crop", mask_resolution=resolution, imgsz=640 if resolution == "full" else 320)
-        segmenter, labeler = load_models(build_configs(values))
-        labeler.set_vocabulary(vocabulary_for(labeler, values))
-        out[f"right ({resolution} masks, imgsz {values['imgsz']})"] = ka.objects_miou(ka.score(segmenter, labeler, scenes))
-        if resolution == "full":
-            out["BGR fed as RGB"] = ka.objects_miou(
-                ka.score(segmenter, labeler, scenes, image=lambda rgb: rgb[:, :, ::-1]))
-            out["class ids shifted by one"] = ka.objects_miou(ka.score(
-                segmenter, labeler, scenes, prediction=lambda lab: np.where(
-                    lab == UNLABELED, lab, (lab.astype(np.int64) + 1) % (BACKGROUND + 1)).astype(np.uint16)))
-        else:
-            original = MaskGrid.letterbox
-            MaskGrid.letterbox = classmethod(lambda cls, image, net, mask: replace(
-                original.__func__(cls, image, net, mask),
-                scale=(mask[0] / net[0], mask[1] / net[1]), offset=(0.0, 0.0)))
-            try:
-                out["letterbox gain and padding ignored (low masks, imgsz 320)"] = ka.objects_miou(
-                    ka.score(segmenter, labeler, scenes))
-            finally:
-                MaskGrid.letterbox = original
+    segmenter, labeler = ka.load("crop")
+    out = {"right (full masks, imgsz 640)": ka.objects_miou(ka.score(segmenter, labeler, scenes)),
+           "BGR fed as RGB": ka.objects_miou(ka.score(segmenter, labeler, scenes, image=ka.bgr)),
+           "class ids shifted by one": ka.objects_miou(
+               ka.score(segmenter, labeler, scenes, prediction=ka.shift_ids))}
+    # low masks at imgsz 320: the letterbox resizes 640x480 frames by 0.5 there
+    segmenter, labeler = ka.load("crop", mask_resolution="low", imgsz=320)
+    out["right (low masks, imgsz 320)"] = ka.objects_miou(ka.score(segmenter, labeler, scenes))
+    with ka.broken_letterbox():
+        out["letterbox gain and padding ignored (low masks, imgsz 320)"] = ka.objects_miou(
+            ka.score(segmenter, labeler, scenes))
     return out
 
 

@@ -41,7 +41,7 @@ from sfs_ros.core.dense_clip import DenseClip  # noqa: E402
 from sfs_ros.core.frame import Masks  # noqa: E402
 from sfs_ros.core.labeler import Labeler, LabelerConfig  # noqa: E402
 from sfs_ros.core.segmenter import boxes_from_masks  # noqa: E402
-from sfs_ros.core.vocabulary import DEFAULT_TEMPLATES, Vocabulary, load_vocabulary  # noqa: E402
+from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary  # noqa: E402
 from sfs_ros.synth.shapes import BACKGROUND, CLASS_NAMES, Scene, make_scene  # noqa: E402
 from sfs_ros.synth.writers import encode_image  # noqa: E402
 

@@ -12,7 +12,9 @@ the project's normal loading code: node parameters, `sfs`/`sfs_eval` flags (`fla
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,54 @@ def objects_miou(matrix: np.ndarray) -> float:
 def all_miou(matrix: np.ndarray) -> float:
     """mIoU over all 13 classes, background counted (unlabeled predictions are misses)."""
     return class_miou(matrix, range(BACKGROUND + 1))
+
+
+def load(mode: str = "crop", **overrides: Any) -> tuple[Any, Any]:
+    """(segmenter, labeler) of `options(mode, **overrides)`, the labeler's vocabulary set."""
+    from sfs_ros.core.config import build_configs, load_models, vocabulary_for
+
+    values = options(mode, **overrides)
+    segmenter, labeler = load_models(build_configs(values))
+    labeler.set_vocabulary(vocabulary_for(labeler, values))
+    return segmenter, labeler
+
+
+# ---------------------------------------------------------------------- injected bugs
+# What the sensitivity checks (tests and ACCURACY.md) feed the pipeline to show that a real bug
+# of each kind cannot pass the known answers.
+def bgr(rgb: np.ndarray) -> np.ndarray:
+    """The colour-order slip: BGR handed over where RGB is expected."""
+    return rgb[:, :, ::-1]
+
+
+def shift_ids(labels: np.ndarray) -> np.ndarray:
+    """The class-id slip: every labelled pixel's id moved up by one (wrapping), unlabeled kept."""
+    from sfs_ros.core.frame import UNLABELED
+
+    shifted = (labels.astype(np.int64) + 1) % (BACKGROUND + 1)
+    return np.where(labels == UNLABELED, labels, shifted).astype(np.uint16)
+
+
+@contextlib.contextmanager
+def broken_letterbox() -> Iterator[None]:
+    """The geometry slip: low-res masks mapped back from the network input without the
+    letterbox's resize gain and padding (visible where frames are resized, e.g. 640x480 at
+    imgsz 320; at imgsz 640 they are not letterboxed at all). Restored on exit."""
+    from sfs_ros.core.frame import MaskGrid
+
+    original = MaskGrid.__dict__["letterbox"]
+
+    def broken(cls: type, image_shape: tuple[int, int], net_shape: tuple[int, int],
+               mask_shape: tuple[int, int]) -> MaskGrid:
+        (net_h, net_w), (h, w) = net_shape, mask_shape
+        return replace(original.__func__(cls, image_shape, net_shape, mask_shape),
+                       scale=(h / net_h, w / net_w), offset=(0.0, 0.0))
+
+    MaskGrid.letterbox = classmethod(broken)
+    try:
+        yield
+    finally:
+        MaskGrid.letterbox = original
 
 
 def main(argv: Sequence[str] | None = None) -> int:
