@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt setup.py
 		--config-settings editable_mode=compat -e .
 	touch $@
 
-$(VENV)/.msgs-built: $(VENV)/.installed $(wildcard msg/*.msg) CMakeLists.txt package.xml sfs_ros/__init__.py
+$(VENV)/.msgs-built: $(VENV)/.installed $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml sfs_ros/__init__.py
 	tools/build_msgs.sh $(VENV)
 	touch $@
 
