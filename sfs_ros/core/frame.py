@@ -63,6 +63,10 @@ class Frame:
     time: float | None = None
     #: The caller's own bookkeeping (the evaluator's bag sample), carried through untouched.
     tag: Any = None
+    #: Depth of the same scene, (Hd, Wd) float32 metres (0 / NaN / inf = no depth), or None for
+    #: 2D only. Needs `intrinsics` (core/geometry.py: the depth image's own pinhole model).
+    depth: np.ndarray | None = None
+    intrinsics: Any = None
 
 
 def tight_boxes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -264,6 +268,9 @@ class Labels:
     topk_ids: np.ndarray  # (N, K) int32
     topk_scores: np.ndarray  # (N, K) float32
     background: np.ndarray | None = None  # (H, W) uint16 class map, or None
+    #: (N, D) float32 L2-normalised CLIP image embedding of each mask when the labeler keeps
+    #: them (prompts score new texts against them without another image pass), else None.
+    embeddings: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
@@ -303,6 +310,10 @@ class Result:
     #: carried by LabelInfo and every InstanceArray so consumers can match them.
     vocabulary_version: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    #: Per-mask track ids, ages and smoothing when a tracker ran (core/tracker.py), else None.
+    tracks: Any = None
+    #: Points and per-instance 3D statistics when the frame had depth (core/geometry.py), else None.
+    geometry: Any = None
 
 
 @dataclass

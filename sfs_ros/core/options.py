@@ -168,7 +168,19 @@ def _scales(value: tuple[float, ...]) -> str | None:
 
 
 # ---------------------------------------------------------------------- the table
-CORE_OPTIONS: tuple[Option, ...] = (
+# Each feature keeps its options in its own tuple (tracking, depth, prompts, backends), joined
+# into CORE_OPTIONS below in the order of config/sfs.yaml.
+
+#: Tracking (core/tracker.py): stable instance ids and temporal labels.
+TRACKING_OPTIONS: tuple[Option, ...] = ()
+#: Depth (core/geometry.py): back-projection, the semantic point cloud, 3D instances.
+GEOMETRY_OPTIONS: tuple[Option, ...] = ()
+#: Prompted segmentation (core/prompt.py).
+PROMPT_OPTIONS: tuple[Option, ...] = ()
+#: Inference backends and per-model devices (core/backends/).
+BACKEND_OPTIONS: tuple[Option, ...] = ()
+
+_LABELING_AND_MODELS: tuple[Option, ...] = (
     # --- vocabulary and labeling
     Option("vocabulary", ("coco",),
            "Classes to name the masks with: one preset name (" + ", ".join(PRESETS) + ") or a "
@@ -259,6 +271,10 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "When a checkpoint is missing, log it plainly and run that model with random weights "
            "(outputs marked random_weights) instead of failing.",
            flag="--allow-random-weights"),
+)
+
+CORE_OPTIONS: tuple[Option, ...] = (
+    _LABELING_AND_MODELS + BACKEND_OPTIONS + TRACKING_OPTIONS + GEOMETRY_OPTIONS + PROMPT_OPTIONS
 )
 
 CORE_BY_NAME: Mapping[str, Option] = {o.name: o for o in CORE_OPTIONS}

@@ -86,8 +86,13 @@ _NODE_OUTPUTS: tuple[Option, ...] = (
            cli=False),
 )
 
+#: Depth inputs of each camera (ros/rgbd.py): topics and stamp pairing.
+_NODE_DEPTH: tuple[Option, ...] = ()
+#: The prompt service and click topics (ros/prompt_service.py).
+_NODE_PROMPT: tuple[Option, ...] = ()
+
 #: Every node parameter, in the order of config/sfs.yaml.
-PARAMS: tuple[Option, ...] = _NODE_INPUTS + CORE_OPTIONS + _NODE_OUTPUTS
+PARAMS: tuple[Option, ...] = _NODE_INPUTS + _NODE_DEPTH + CORE_OPTIONS + _NODE_OUTPUTS + _NODE_PROMPT
 BY_NAME: Mapping[str, Option] = {p.name: p for p in PARAMS}
 RUNTIME: frozenset[str] = frozenset(p.name for p in PARAMS if p.runtime)
 
