@@ -24,6 +24,7 @@ ROSDEP = {
     "ament_index_python": "ament_index_python",
     "builtin_interfaces": "builtin_interfaces",
     "diagnostic_msgs": "diagnostic_msgs",
+    "geometry_msgs": "geometry_msgs",
     "lifecycle_msgs": "lifecycle_msgs",
     "rcl_interfaces": "rcl_interfaces",
     "sensor_msgs": "sensor_msgs",
@@ -34,6 +35,7 @@ ROSDEP = {
     "cv2": "python3-opencv",
     "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib",
+    "scipy": "python3-scipy",
 }
 #: Top-level module -> the requirements.txt line that installs it (no rosdep key exists).
 PIP_ONLY = {

@@ -328,6 +328,16 @@ class InstanceRecord:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
     area: int
     mask_score: float
+    #: Tracking (Result.tracks): frames since birth, frames matched, label from the track's
+    #: accumulated evidence. Zero / False without a tracker.
+    track_age: int = 0
+    track_hits: int = 0
+    label_smoothed: bool = False
+    #: 3D (Result.geometry): centroid and extent (metres, depth optical frame) and the number of
+    #: points they come from; zeros and 0 without depth.
+    centroid: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    extent: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    point_count: int = 0
 
     def mask_crop(self, masks: Masks) -> np.ndarray:
         """The mask inside its box as mono8 (255 inside, 0 outside)."""
@@ -352,4 +362,10 @@ def instance_records(result: Result) -> list[InstanceRecord]:
             area=int(masks.areas[i]),
             mask_score=float(masks.scores[i]),
         ))
+    geometry = result.geometry
+    if geometry is not None:  # 3D of mask i (core/geometry.py: Geometry, zeros without depth)
+        for i, record in enumerate(records):
+            record.centroid = tuple(float(v) for v in geometry.centroids[i])
+            record.extent = tuple(float(v) for v in geometry.extents[i])
+            record.point_count = int(geometry.counts[i])
     return records

@@ -115,7 +115,8 @@ def message_classes() -> MessageClasses:
         Instance=_t("sfs_ros/msg/Instance"), InstanceArray=_t(INSTANCES_TYPE),
         ClassScore=_t("sfs_ros/msg/ClassScore"), RegionOfInterest=_t("sensor_msgs/msg/RegionOfInterest"),
         LabelClass=_t("sfs_ros/msg/LabelClass"), LabelInfo=_t(LABEL_INFO_TYPE),
-        ColorRGBA=_t("std_msgs/msg/ColorRGBA"),
+        ColorRGBA=_t("std_msgs/msg/ColorRGBA"), Point=_t("geometry_msgs/msg/Point"),
+        Vector3=_t("geometry_msgs/msg/Vector3"),
     )
 
 

@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 
@@ -38,6 +39,7 @@ from sfs_ros.ros.image_codec import (  # noqa: F401 - part of this module's inte
 MESSAGE_CLASSES = message_fields.MessageClasses(
     Instance=Instance, InstanceArray=InstanceArray, ClassScore=ClassScore,
     RegionOfInterest=RegionOfInterest, LabelClass=LabelClass, LabelInfo=LabelInfo, ColorRGBA=ColorRGBA,
+    Point=Point, Vector3=Vector3,
 )
 #: Output encodings: numpy dtype and channels.
 OUTPUT_ENCODINGS = {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "rgb8": (np.uint8, 3)}

@@ -26,6 +26,8 @@ class MessageClasses:
     LabelClass: Any
     LabelInfo: Any
     ColorRGBA: Any
+    Point: Any
+    Vector3: Any
 
 
 def instance_array(result: Result, header: Any, classes: MessageClasses,
@@ -41,6 +43,10 @@ def instance_array(result: Result, header: Any, classes: MessageClasses,
             box=classes.RegionOfInterest(x_offset=x0, y_offset=y0, height=y1 - y0, width=x1 - x0,
                                          do_rectify=False),
             area=r.area, mask_score=r.mask_score, mask=mono8_image(r.mask_crop(result.masks)),
+            track_age=r.track_age, track_hits=r.track_hits, label_smoothed=r.label_smoothed,
+            centroid=classes.Point(x=r.centroid[0], y=r.centroid[1], z=r.centroid[2]),
+            extent=classes.Vector3(x=r.extent[0], y=r.extent[1], z=r.extent[2]),
+            point_count=r.point_count,
         ))
     height, width = result.masks.image_shape  # the label image may not have been computed
     return classes.InstanceArray(header=header, height=height, width=width,
