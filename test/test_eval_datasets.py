@@ -9,6 +9,7 @@ from sfs_ros.eval.bags import BagInput
 from sfs_ros.eval.datasets import ConvertOptions, open_dataset, write_bag
 from sfs_ros.eval.errors import DatasetError, GroundTruthError
 from sfs_ros.eval.images import GT_IGNORE
+from sfs_ros.ros.camera import is_compressed
 from eval_helpers import random_rgb, read_mcap, use_test_models  # noqa: F401 - a fixture
 
 H, W = 48, 64
@@ -63,7 +64,9 @@ def test_cityscapes_label_ids_become_train_ids(tmp_path):
                                                      "bremen_000000_000011_leftImg8bit.png"]
     assert write_bag(dataset, tmp_path / "bag") == 2
     source, samples = read_all(tmp_path / "bag")
-    assert source.image_topics == ["/camera/image"] and source.gt_for == {"/camera/image": "/camera/label_gt"}
+    topic = "/camera/image/compressed"  # sfs_node reads a /compressed topic as CompressedImage
+    assert source.image_topics == [topic] and source.gt_for == {topic: "/camera/label_gt"}
+    assert source.topics[topic][0] == "sensor_msgs/msg/CompressedImage" and is_compressed(topic)
     assert source.hints[bags.HINT_VOCABULARY] == "cityscapes"
     i = GT_IGNORE
     # road 0, car 13, bicycle 18, unlabeled -> ignore | ego vehicle, guard rail -> ignore, sidewalk 1, person 11
@@ -134,7 +137,7 @@ def test_every_folder_image_format_converts_and_runs(tmp_path, use_test_models):
     vocab = ["road", "car", "sky"]
     assert cli.main(["convert", "folder", str(root), "--out", str(tmp_path / "bag"), "--quiet",
                      "--vocab", *vocab]) == 0
-    stored = [m for topic, _, _, m in read_mcap(next((tmp_path / "bag").glob("*.mcap"))) if topic == "/camera/image"]
+    stored = [m for topic, _, _, m in read_mcap(next((tmp_path / "bag").glob("*.mcap"))) if topic == "/camera/image/compressed"]
     assert [m.format for m in stored] == ["png", "jpeg", "jpeg", "png", "png", "png", "png"]
     assert [bytes(m.data) == data for m, data in zip(stored, files)] == [True] * 3 + [False] * 4
     _, samples = read_all(tmp_path / "bag")

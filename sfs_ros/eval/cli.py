@@ -183,7 +183,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         progress=lambda items: tqdm(items, unit="frame", desc="convert", disable=args.quiet),
     )
     print(f"wrote {count} frames of {dataset.layout} {dataset.split or ''} to {args.out} "
-          f"({options.image_topic}" + (f" + {options.gt_topic}" if any(i.label for i in dataset.items) else "")
+          f"({options.topic}" + (f" + {options.gt_topic}" if any(i.label for i in dataset.items) else "")
           + f", vocabulary {dataset.vocabulary.name})")
     for note in dataset.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -251,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--seed", type=int, default=None, help="shapes: the world's seed")
     conv.add_argument("--size", type=_size_arg, default=None, metavar="WxH",
                       help="shapes: image size (default 640x480)")
-    conv.add_argument("--image-topic", default=datasets.ConvertOptions.image_topic)
+    conv.add_argument("--image-topic", default="",
+                      help="default: /camera/image/compressed, or /camera/image with --raw (the "
+                           "message type sfs_node reads a topic of that name as)")
     conv.add_argument("--gt-topic", default=datasets.ConvertOptions.gt_topic)
     conv.add_argument("--frame-id", default=datasets.ConvertOptions.frame_id)
     conv.add_argument("--rate", type=float, default=datasets.ConvertOptions.rate, help="stamps at this rate (Hz)")

@@ -229,7 +229,9 @@ def shapes_dataset(frames: int, seed: int, size: tuple[int, int] = SHAPES_SIZE,
 # ====================================================================== folder -> bag
 @dataclass(frozen=True)
 class ConvertOptions:
-    image_topic: str = "/camera/image"
+    #: "" = /camera/image/compressed, or /camera/image with `raw`: the name tells sfs_node
+    #: which message type to subscribe with (image_transport's rule), so a live replay matches.
+    image_topic: str = ""
     gt_topic: str = "/camera/label_gt"
     frame_id: str = "camera"
     rate: float = 10.0  # Hz: frame k is stamped start + k / rate
@@ -237,6 +239,11 @@ class ConvertOptions:
     raw: bool = False  # sensor_msgs/Image rgb8 instead of the original compressed file bytes
     storage: str = "mcap"
     limit: int | None = None
+
+    @property
+    def topic(self) -> str:
+        """The image topic written: the given one, else the default for the message type."""
+        return self.image_topic or ("/camera/image" if self.raw else "/camera/image/compressed")
 
 
 def write_bag(dataset: Dataset, out: str | Path, options: ConvertOptions = ConvertOptions(),
@@ -252,7 +259,7 @@ def write_bag(dataset: Dataset, out: str | Path, options: ConvertOptions = Conve
     wide = len(dataset.vocabulary) >= 255
     vocab = dataset.vocabulary
     custom = {
-        bags.HINT_IMAGE_TOPIC: options.image_topic,
+        bags.HINT_IMAGE_TOPIC: options.topic,
         bags.HINT_DATASET: f"{dataset.layout}:{dataset.root}:{dataset.split}",
         bags.HINT_VOCABULARY: vocab.name if vocab.name != "custom" else bags.hints_json(
             [", ".join(c.synonyms) for c in vocab.classes]
@@ -269,7 +276,7 @@ def write_bag(dataset: Dataset, out: str | Path, options: ConvertOptions = Conve
             log_time = options.start_ns + k * period_ns
             hdr = messages.header(messages.Stamp.from_ns(log_time), options.frame_id)
             image_msg, shape = _image_message(dataset.read_image(item), item.image, hdr, options.raw)
-            bag.write(options.image_topic, log_time, image_msg)
+            bag.write(options.topic, log_time, image_msg)
             if item.label is not None:
                 ids = dataset.load_label(item)
                 if ids.shape != shape:
