@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfs_ros.core.frame import SfsError
+from sfs_ros.core.geometry import GeometryConfig
 from sfs_ros.core.labeler import LabelerConfig
 from sfs_ros.core.options import CLIP_MODES, SEMANTIC_MODES, THRESHOLD_KINDS, validate
 from sfs_ros.core.segmenter import SegmenterConfig
@@ -27,6 +28,7 @@ class ModelConfigs:
     semantic: SemanticConfig | None  # None in the CLIP modes
     mode: str  # labeling_mode
     fallback_to_random: bool  # allow_random_fallback
+    geometry: GeometryConfig = GeometryConfig()  # depth -> cloud (depth_scale, cloud_*)
 
     @property
     def hybrid(self) -> bool:
@@ -71,7 +73,8 @@ def build_configs(values: Mapping[str, Any]) -> ModelConfigs:
             topk=values["topk"], random_weights=random, min_vote_share=values["min_vote_share"],
             threshold=values["score_threshold"] if mode == "semantic-vote" else 0.0,
         )
-    return ModelConfigs(segmenter, labeler, semantic, mode, bool(values["allow_random_fallback"]))
+    return ModelConfigs(segmenter, labeler, semantic, mode, bool(values["allow_random_fallback"]),
+                        geometry=GeometryConfig.from_values(values))
 
 
 def load_models(configs: ModelConfigs) -> tuple[Any, Any]:

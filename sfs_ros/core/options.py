@@ -174,7 +174,24 @@ def _scales(value: tuple[float, ...]) -> str | None:
 #: Tracking (core/tracker.py): stable instance ids and temporal labels.
 TRACKING_OPTIONS: tuple[Option, ...] = ()
 #: Depth (core/geometry.py): back-projection, the semantic point cloud, 3D instances.
-GEOMETRY_OPTIONS: tuple[Option, ...] = ()
+GEOMETRY_OPTIONS: tuple[Option, ...] = (
+    Option("depth_scale", 0.001,
+           "Metres per unit of a 16UC1 depth image (0.001: millimetres); 32FC1 depth is metres.",
+           range=(1e-6, 1.0)),
+    Option("cloud_stride", 1,
+           "Pixel step of the point cloud in both axes (2 keeps every other row and column).",
+           range=(1, 64)),
+    Option("cloud_voxel", 0.0,
+           "Voxel edge in metres: the cloud keeps one point per occupied voxel (0 = off).",
+           range=(0.0, 10.0)),
+    Option("cloud_min_range", 0.0,
+           "Depth (z, metres) below which a pixel gives no point.", range=(0.0, 1000.0)),
+    Option("cloud_max_range", 20.0,
+           "Depth (z, metres) above which a pixel gives no point.", range=(0.001, 1000.0)),
+    Option("cloud_labeled_only", False,
+           "Keep only points whose label-image pixel names a class in the cloud (3D instance "
+           "statistics still use every point)."),
+)
 #: Prompted segmentation (core/prompt.py).
 PROMPT_OPTIONS: tuple[Option, ...] = ()
 #: Inference backends and per-model devices (core/backends/).

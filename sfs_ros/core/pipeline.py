@@ -30,6 +30,7 @@ import torch
 
 from sfs_ros.core import fusion
 from sfs_ros.core.frame import Frame, Labels, Masks, Result, check_rgb_image
+from sfs_ros.core.geometry import Geometry, GeometryConfig, back_project, scores_of
 from sfs_ros.core.labeler import Labeler, LabelerConfig, LabelingCancelled, TextBank
 from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
 from sfs_ros.core.semantic import HybridLabeler, SemanticConfig, SemanticVoteLabeler
@@ -38,9 +39,10 @@ log = logging.getLogger("sfs_ros.pipeline")
 T = TypeVar("T")
 #: Latency stages kept by the pipeline; "camera_to_output" is delivery time minus Frame.time
 #: on the pipeline's clock (only frames with a time report it).
-STAGES = ("segment", "label", "fuse", "total", "camera_to_output")
+STAGES = ("segment", "label", "fuse", "geometry", "total", "camera_to_output")
 #: Names an `outputs` callable may return; any of them needs the fusion, "overlay" the overlay.
-OUTPUTS = ("label_image", "instance_image", "overlay")
+#: "points" (the 3D cloud) is implied by a frame with depth: geometry needs the fusion images.
+OUTPUTS = ("label_image", "instance_image", "overlay", "points")
 
 
 class BoundedQueue(Generic[T]):
@@ -180,6 +182,7 @@ class Pipeline:
         max_age: float = 0.0,
         clock: Callable[[], float] = time.time,
         outputs: OutputsCallback | None = None,
+        geometry: GeometryConfig = GeometryConfig(),
     ) -> None:
         if not max_age >= 0:
             raise ValueError(f"max_age must be >= 0 seconds, got {max_age}")
@@ -187,6 +190,7 @@ class Pipeline:
         self.on_result, self.on_error = on_result, on_error
         self.overlay, self.overlay_alpha = overlay, overlay_alpha
         self.max_age, self.clock, self.outputs = max_age, clock, outputs
+        self.geometry = geometry  # how frames with depth become a cloud (core/geometry.py)
         self._queue_size, self._drop = queue_size, drop
         self._run: _Run | None = None
         self._lock = threading.Lock()
@@ -346,7 +350,11 @@ class Pipeline:
         t2 = time.monotonic()
         if label_image is not None:
             timings["fuse"] = t2 - t1
-        timings["total"] = t2 - work.t_submit
+        geometry = self._geometry(frame, labels, label_image, instance_image)
+        t3 = time.monotonic()
+        if geometry is not None:
+            timings["geometry"] = t3 - t2
+        timings["total"] = t3 - work.t_submit
         return Result(
             frame=frame,
             masks=masks,
@@ -359,7 +367,16 @@ class Pipeline:
             random_weights=self.segmenter.random_weights or self.labeler.random_weights,
             vocabulary_version=bank.version,
             timings=timings,
+            geometry=geometry,
         )
+
+    def _geometry(self, frame: Frame, labels: Labels, label_image: np.ndarray | None,
+                  instance_image: np.ndarray | None) -> Geometry | None:
+        """The cloud and 3D instances of a frame with depth (core/geometry.py), else None."""
+        if frame.depth is None or label_image is None or instance_image is None:
+            return None
+        return back_project(frame.depth, frame.intrinsics, frame.image, label_image, instance_image,
+                            scores_of(labels.class_ids, labels.scores), self.geometry)
 
     def _images(self, frame: Frame, masks: Masks, labels: Labels, bank: TextBank
                 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -367,6 +384,8 @@ class Pipeline:
         wanted = set(OUTPUTS if self.outputs is None else self.outputs())
         if not self.overlay:
             wanted.discard("overlay")
+        if frame.depth is not None:
+            wanted.add("points")
         if wanted.isdisjoint(OUTPUTS):
             return None, None, None
         label_image, instance_image = fusion.fuse(masks, labels)
