@@ -14,8 +14,10 @@ from sfs_ros.core.frame import SfsError
 from sfs_ros.core.geometry import GeometryConfig
 from sfs_ros.core.labeler import LabelerConfig
 from sfs_ros.core.options import CLIP_MODES, SEMANTIC_MODES, THRESHOLD_KINDS, validate
+from sfs_ros.core.prompt import PromptConfig
 from sfs_ros.core.segmenter import SegmenterConfig
 from sfs_ros.core.semantic import SemanticConfig
+from sfs_ros.core.tracker import TrackerConfig, tracker_config
 from sfs_ros.core.vocabulary import Vocabulary, load_vocabulary, vocabulary_spec
 
 
@@ -29,6 +31,7 @@ class ModelConfigs:
     mode: str  # labeling_mode
     fallback_to_random: bool  # allow_random_fallback
     geometry: GeometryConfig = GeometryConfig()  # depth -> cloud (depth_scale, cloud_*)
+    tracking: TrackerConfig | None = None  # None: tracking off (TRACKING_OPTIONS)
 
     @property
     def hybrid(self) -> bool:
@@ -74,7 +77,8 @@ def build_configs(values: Mapping[str, Any]) -> ModelConfigs:
             threshold=values["score_threshold"] if mode == "semantic-vote" else 0.0,
         )
     return ModelConfigs(segmenter, labeler, semantic, mode, bool(values["allow_random_fallback"]),
-                        geometry=GeometryConfig.from_values(values))
+                        geometry=GeometryConfig.from_values(values),
+                        tracking=tracker_config(values))
 
 
 def load_models(configs: ModelConfigs) -> tuple[Any, Any]:
@@ -94,3 +98,12 @@ def vocabulary_for(labeler: Any, values: Mapping[str, Any]) -> Vocabulary:
     extras = tuple(spec) if values["labeling_mode"] == "semantic-hybrid" and isinstance(spec, list) else ()
     fixed = labeler.fixed_vocabulary(extras)
     return fixed if fixed is not None else load_vocabulary(spec)
+
+
+def prompt_config(values: Mapping[str, Any]) -> PromptConfig:
+    """How prompts are answered (options PROMPT_OPTIONS); read per request by the node, so the
+    runtime parameters take effect at once."""
+    return PromptConfig(text_threshold=float(values["prompt_text_threshold"]),
+                        negatives=tuple(values["prompt_negatives"]),
+                        point_select=values["prompt_point_select"],
+                        box_inside=float(values["prompt_box_inside"]))

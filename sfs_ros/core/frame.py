@@ -290,7 +290,8 @@ class Result:
     """Everything the pipeline made of one Frame.
 
     label_image holds class ids (UNLABELED where no named mask covers the pixel),
-    instance_image holds 1-based mask indices (0 = no mask), overlay is RGB for viewers.
+    instance_image holds 1-based mask indices (0 = no mask), or with a tracker each mask's
+    track id (`Tracks.image_values`: wrapped onto 1..65535), overlay is RGB for viewers.
     Each image is None when no output asked for it was computed (the Pipeline's `outputs`):
     the label and instance images come together, from one fusion.
     `random_weights` is True when any model ran untrained: the labels are then meaningless and
@@ -320,7 +321,7 @@ class Result:
 class InstanceRecord:
     """One mask of a Result as every output describes it (message, bag, JSON)."""
 
-    instance_id: int  # 1-based: the mask's value in the instance image
+    instance_id: int  # 1-based: mask index + 1, or the track id with a tracker (uint32, unwrapped)
     class_id: int  # UNLABELED_CLASS when unlabeled
     class_name: str  # "" when unlabeled
     score: float  # 0 when unlabeled
@@ -333,6 +334,8 @@ class InstanceRecord:
     track_age: int = 0
     track_hits: int = 0
     label_smoothed: bool = False
+    #: Index of the mask in Result.masks (-1: instance_id - 1, the untracked numbering).
+    index: int = -1
     #: 3D (Result.geometry): centroid and extent (metres, depth optical frame) and the number of
     #: points they come from; zeros and 0 without depth.
     centroid: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -341,7 +344,8 @@ class InstanceRecord:
 
     def mask_crop(self, masks: Masks) -> np.ndarray:
         """The mask inside its box as mono8 (255 inside, 0 outside)."""
-        return masks.crop(self.instance_id - 1, self.box).astype(np.uint8) * np.uint8(255)
+        i = self.index if self.index >= 0 else self.instance_id - 1
+        return masks.crop(i, self.box).astype(np.uint8) * np.uint8(255)
 
 
 def instance_records(result: Result) -> list[InstanceRecord]:
@@ -361,7 +365,14 @@ def instance_records(result: Result) -> list[InstanceRecord]:
             box=tuple(int(v) for v in masks.boxes[i]),
             area=int(masks.areas[i]),
             mask_score=float(masks.scores[i]),
+            index=i,
         ))
+    tracks = result.tracks
+    if tracks is not None:  # core/tracker.py Tracks: stable ids, track life, smoothed labels
+        for i, record in enumerate(records):
+            record.instance_id = int(tracks.ids[i])
+            record.track_age, record.track_hits = int(tracks.ages[i]), int(tracks.hits[i])
+            record.label_smoothed = bool(tracks.smoothed[i])
     geometry = result.geometry
     if geometry is not None:  # 3D of mask i (core/geometry.py: Geometry, zeros without depth)
         for i, record in enumerate(records):

@@ -83,6 +83,15 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     return label_image, instance_image
 
 
+def track_lut(values: np.ndarray) -> np.ndarray:
+    """Lookup table from `fuse`'s instance image (mask index + 1) to stable track ids: lut[0] = 0
+    (no mask), lut[i + 1] = values[i], the uint16 image value of mask i's track (core/tracker.py
+    `Tracks.image_values`: ids wrap onto 1..65535)."""
+    lut = np.zeros(len(values) + 1, np.uint16)
+    lut[1:] = values
+    return lut
+
+
 def to_mono8(label_image: np.ndarray) -> np.ndarray:
     """uint8 copy with UNLABELED_MONO8 (255) for unlabeled; ids >= 255 cannot be represented."""
     labeled = label_image != UNLABELED

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sfs_ros.core.prompt import POINT_SELECT, PromptConfig
 from sfs_ros.core.vocabulary import (
     DEFAULT_TEMPLATES,
     PRESETS,
@@ -51,6 +52,8 @@ THRESHOLD_KINDS: Mapping[str, str] = {
 }
 
 Value = bool | int | float | str | tuple[str, ...] | tuple[float, ...]
+#: Defaults of the prompt options: those of the core's PromptConfig.
+PROMPT_DEFAULTS = PromptConfig()
 
 
 @dataclass(frozen=True)
@@ -167,12 +170,39 @@ def _scales(value: tuple[float, ...]) -> str | None:
     return None if value else "crop_scales must hold at least one scale"
 
 
+def _negatives(value: tuple[str, ...]) -> str | None:
+    return "prompt_negatives must not hold an empty text" if any(not v.strip() for v in value) else None
+
+
 # ---------------------------------------------------------------------- the table
 # Each feature keeps its options in its own tuple (tracking, depth, prompts, backends), joined
 # into CORE_OPTIONS below in the order of config/sfs.yaml.
 
 #: Tracking (core/tracker.py): stable instance ids and temporal labels.
-TRACKING_OPTIONS: tuple[Option, ...] = ()
+TRACKING_OPTIONS: tuple[Option, ...] = (
+    Option("tracking", True,
+           "Track masks over frames (one tracker per camera): instance ids become stable track "
+           "ids (never reused within a run; the uint16 instance image wraps them onto 1..65535) "
+           "and labels are smoothed over frames. Off: ids are mask indices, labels per frame.",
+           runtime=True),
+    Option("track_iou", 0.3,
+           "Least mask IoU between a mask and a track's predicted mask for them to match.",
+           runtime=True, range=(0.01, 1.0)),
+    Option("min_hits", 2,
+           "Matched frames in a row before a track is confirmed; a tentative track that misses "
+           "one frame is deleted (its id is not given again).", runtime=True, range=(1, 1000)),
+    Option("max_age", 15,
+           "Frames a confirmed track may go unseen (occlusion, a missed mask) before it is "
+           "deleted.", runtime=True, range=(0, 100000)),
+    Option("label_smoothing", 0.7,
+           "Weight of a track's past class evidence in its moving average of class scores (0 = "
+           "each frame's own label; 0.7: a confident change wins in two frames).",
+           runtime=True, range=(0.0, 0.99)),
+    Option("relabel_every", 1,
+           "Confirmed tracks with a confident smoothed label are labeled every N frames and keep "
+           "their label between (1 = every mask every frame; N > 1 saves labeler work on static "
+           "scenes).", runtime=True, range=(1, 1000)),
+)
 #: Depth (core/geometry.py): back-projection, the semantic point cloud, 3D instances.
 GEOMETRY_OPTIONS: tuple[Option, ...] = (
     Option("depth_scale", 0.001,
@@ -192,8 +222,26 @@ GEOMETRY_OPTIONS: tuple[Option, ...] = (
            "Keep only points whose label-image pixel names a class in the cloud (3D instance "
            "statistics still use every point)."),
 )
-#: Prompted segmentation (core/prompt.py).
-PROMPT_OPTIONS: tuple[Option, ...] = ()
+#: Prompted segmentation (core/prompt.py): the service, the clicks and `sfs prompt`.
+PROMPT_OPTIONS: tuple[Option, ...] = (
+    Option("prompt_text_threshold", PROMPT_DEFAULTS.text_threshold,
+           "Text prompts: a mask matches a text when the text's CLIP probability against the "
+           "negatives (the vocabulary plus prompt_negatives) is the highest and at least this. "
+           "A request's own text_threshold (> 0) overrides it.",
+           runtime=True, range=(0.0, 1.0)),
+    Option("prompt_negatives", PROMPT_DEFAULTS.negatives,
+           "Text prompts: generic prompts every text competes with besides the vocabulary, so a "
+           "text does not match every mask.",
+           runtime=True, check=_negatives),
+    Option("prompt_point_select", PROMPT_DEFAULTS.point_select,
+           "Point prompts: which of the masks holding a foreground point it selects (nested "
+           "masks): the smallest (a cup, not the table under it), the largest, or all.",
+           runtime=True, choices=POINT_SELECT),
+    Option("prompt_box_inside", PROMPT_DEFAULTS.box_inside,
+           "Box prompts with a text or foreground points: the share of a mask's pixels that "
+           "must lie inside a box (a box alone selects the mask of highest IoU with it).",
+           runtime=True, range=(0.01, 1.0)),
+)
 #: Inference backends and per-model devices (core/backends/).
 BACKEND_OPTIONS: tuple[Option, ...] = ()
 

@@ -34,8 +34,13 @@ from sfs_ros.core.geometry import Geometry, GeometryConfig, back_project, scores
 from sfs_ros.core.labeler import Labeler, LabelerConfig, LabelingCancelled, TextBank
 from sfs_ros.core.segmenter import Segmenter, SegmenterConfig
 from sfs_ros.core.semantic import HybridLabeler, SemanticConfig, SemanticVoteLabeler
+from sfs_ros.core.tracker import Tracker, TrackerConfig
 
 log = logging.getLogger("sfs_ros.pipeline")
+#: A frame this many seconds older than the newest one is a rewind (a bag that loops, a camera
+#: that restarts its clock), not a late frame: the order check starts again from it (counted in
+#: `stats.rewinds`) and the tracker drops its tracks. Smaller steps back stay out_of_order.
+REWIND_S = 3.0
 T = TypeVar("T")
 #: Latency stages kept by the pipeline; "camera_to_output" is delivery time minus Frame.time
 #: on the pipeline's clock (only frames with a time report it).
@@ -113,6 +118,7 @@ class PipelineStats:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     stale: int = 0
     out_of_order: int = 0
+    rewinds: int = 0  # times the order check started again (REWIND_S), each frame counted in
 
     def percentile(self, stage: str, q: float) -> float:
         values = self.latencies.get(stage) or [float("nan")]
@@ -156,8 +162,13 @@ class Pipeline:
     """Owns the two stage threads; the caller owns the Segmenter and Labeler it passes in.
 
     The order check keeps the newest `Frame.time` for the Pipeline's life, across stop() and
-    start(): one Pipeline serves one camera's stream (a stream that restarts its clock, such as
-    a looping bag, needs a new Pipeline).
+    start(): one Pipeline serves one camera's stream. A frame more than `rewind` seconds older
+    than the newest (a looping bag, a restarted clock) starts the order check again instead
+    (`stats.rewinds`).
+    `tracking` (core/tracker.py): a TrackerConfig gives the Pipeline its own Tracker (one per
+    camera): instance ids become stable track ids and labels are smoothed over frames. The
+    `tracker` attribute may be replaced or set to None between frames; its `config` may be
+    replaced while running.
     `max_age` (seconds, 0 = off): a frame whose `Frame.time` is older than that on `clock()` at
     submit, before segmenting or before labeling is dropped and counted in `stats.stale`.
     `clock` must be the clock `Frame.time` is on (the node passes its ROS clock).
@@ -183,6 +194,8 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         outputs: OutputsCallback | None = None,
         geometry: GeometryConfig = GeometryConfig(),
+        tracking: TrackerConfig | None = None,
+        rewind: float = REWIND_S,
     ) -> None:
         if not max_age >= 0:
             raise ValueError(f"max_age must be >= 0 seconds, got {max_age}")
@@ -191,6 +204,8 @@ class Pipeline:
         self.overlay, self.overlay_alpha = overlay, overlay_alpha
         self.max_age, self.clock, self.outputs = max_age, clock, outputs
         self.geometry = geometry  # how frames with depth become a cloud (core/geometry.py)
+        self.tracker: Tracker | None = None if tracking is None else Tracker(tracking)
+        self.rewind = rewind
         self._queue_size, self._drop = queue_size, drop
         self._run: _Run | None = None
         self._lock = threading.Lock()
@@ -304,7 +319,9 @@ class Pipeline:
         """Order check (caller holds the lock): strictly older than the newest time is refused."""
         if frame.time is None:
             return False
-        if self._newest is not None and frame.time < self._newest:
+        if self._newest is not None and self._newest - frame.time > self.rewind:
+            self._stats.rewinds += 1  # the tracker sees the time go back and resets itself
+        elif self._newest is not None and frame.time < self._newest:
             self._stats.out_of_order += 1
             return True
         self._newest = frame.time
@@ -343,9 +360,19 @@ class Pipeline:
         assert masks is not None
         with self._label_lock:
             t0 = time.monotonic()
-            labels = self.labeler.label(frame.image, masks, bank, cancelled=cancelled)
+            tracker = self.tracker
+            plan = None if tracker is None else tracker.plan(masks, version=bank.version, time=frame.time)
+            t_plan = time.monotonic()
+            todo = masks if plan is None or plan.label_all else masks.subset(plan.to_label)
+            labels = self.labeler.label(frame.image, todo, bank, cancelled=cancelled)
+            t_label = time.monotonic()
+            tracks = None
+            if tracker is not None and plan is not None:
+                labels, tracks = tracker.commit(plan, labels, len(bank.vocabulary), self.labeler.threshold)
             t1 = time.monotonic()
-        timings = dict(work.timings, label=t1 - t0)
+        timings = dict(work.timings, label=t_label - t_plan)
+        if tracks is not None:
+            timings["track"] = (t_plan - t0) + (t1 - t_label)
         label_image, instance_image, over = self._images(frame, masks, labels, bank)
         t2 = time.monotonic()
         if label_image is not None:
@@ -354,6 +381,13 @@ class Pipeline:
         t3 = time.monotonic()
         if geometry is not None:
             timings["geometry"] = t3 - t2
+        if tracks is not None and instance_image is not None:
+            # after geometry, which keys its statistics by mask index: the published image (and
+            # the cloud's instance field) carry the track ids
+            lut = fusion.track_lut(tracks.image_values())
+            instance_image = lut[instance_image]
+            if geometry is not None:
+                geometry.points["instance"] = lut[geometry.points["instance"]]
         timings["total"] = t3 - work.t_submit
         return Result(
             frame=frame,
@@ -368,6 +402,7 @@ class Pipeline:
             vocabulary_version=bank.version,
             timings=timings,
             geometry=geometry,
+            tracks=tracks,
         )
 
     def _geometry(self, frame: Frame, labels: Labels, label_image: np.ndarray | None,
