@@ -46,6 +46,8 @@ def test_runtime_parameters_are_the_documented_ones():
     assert params.RUNTIME == {
         "vocabulary", "prompt_templates", "score_threshold", "overlay_alpha",
         "publish_overlay", "publish_instances", "max_frame_age",
+        "tracking", "track_iou", "min_hits", "max_age", "label_smoothing", "relabel_every",
+        "prompt_text_threshold", "prompt_negatives", "prompt_point_select", "prompt_box_inside",
     }
 
 
@@ -65,6 +67,8 @@ def test_table_defaults_are_the_core_defaults():
     assert configs.segmenter == SegmenterConfig()
     assert configs.labeler == LabelerConfig()
     assert configs.semantic is None and configs.mode == "crop"
+    from sfs_ros.core.tracker import TrackerConfig
+    assert configs.tracking == TrackerConfig()  # tracking on by default
     semantic = build_configs(_tuples({**params.defaults(), "labeling_mode": "semantic-hybrid"}))
     assert semantic.semantic == SemanticConfig()
 
@@ -86,6 +90,8 @@ def _other_value(option):
         return ("a picture of a {}.",)
     if option.name == "crop_scales":
         return (1.0, 2.0)
+    if option.name == "prompt_negatives":
+        return ("sky", "ground")
     return {"device": "cpu"}.get(option.name, value + ".other")
 
 

@@ -283,6 +283,17 @@ class Pipeline:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def set_tracking(self, config: TrackerConfig | None) -> None:
+        """Tracking on (a new Tracker unless one runs: it keeps its tracks and takes `config`)
+        or off (None: the tracks are dropped). Safe while running: the label stage reads the
+        `tracker` reference once per frame."""
+        if config is None:
+            self.tracker = None
+        elif self.tracker is None:
+            self.tracker = Tracker(config)
+        else:
+            self.tracker.config = config
+
     # ------------------------------------------------------------------ input
     def submit(self, frame: Frame) -> bool:
         """Queue a frame (RGB checked here, in the caller's thread). False if one was dropped:

@@ -12,7 +12,8 @@ Topics (node `sfs_node`, every name remappable):
                                   name ends in /compressed; QoS from `input_reliability`
     out  ~/label_image            class id per pixel, mono16 (unlabeled 65535) or mono8 (255)
          ~/instance_image         mono16, 1-based instance id per pixel (0 = no mask); the id is
-                                  Instance.instance_id in ~/instances
+                                  Instance.instance_id in ~/instances; with `tracking` the
+                                  camera's stable track id, wrapped onto 1..65535 (README)
          ~/overlay                rgb8, the input blended with class colours (publish_overlay)
          ~/instances              sfs_ros/InstanceArray, one mask per instance (publish_instances)
          ~/label_info             sfs_ros/LabelInfo, transient-local (latched); republished when
@@ -77,6 +78,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from sfs_ros.core.frame import SfsError
+from sfs_ros.core.options import TRACKING_OPTIONS
+from sfs_ros.core.tracker import tracker_config
 from sfs_ros.core.vocabulary import Vocabulary, vocabulary_note
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert, params
@@ -86,6 +89,9 @@ from sfs_ros.ros.logging_bridge import RosLogBridge
 from sfs_ros.ros.naming import camera_name, output_namespaces
 from sfs_ros.ros.qos import QOS_LATCHED, QOS_OUTPUT, offered_reliabilities, qos_input
 from sfs_ros.ros.workers import LatestWorker
+
+#: Parameters whose change reaches each camera's tracker at once (Pipeline.set_tracking).
+TRACKING_NAMES = frozenset(o.name for o in TRACKING_OPTIONS)
 
 #: Per-frame outputs of each camera, relative to its output namespace.
 OUTPUTS = ("label_image", "instance_image", "overlay", "instances")
@@ -213,6 +219,8 @@ class SfsNode(LifecycleNode):
                     cam.pipeline.overlay = self._publish_overlay
                     cam.pipeline.overlay_alpha = float(values["overlay_alpha"])
                     cam.pipeline.max_age = float(values["max_frame_age"])
+                    if names & TRACKING_NAMES:
+                        cam.pipeline.set_tracking(tracker_config(values))
             labeler = self._labeler
             if labeler is not None and "score_threshold" in names:
                 labeler.threshold = float(values["score_threshold"])
@@ -352,6 +360,7 @@ class SfsNode(LifecycleNode):
                         overlay=self._publish_overlay, overlay_alpha=values["overlay_alpha"],
                         max_age=values["max_frame_age"], clock=self._now,
                         outputs=lambda cam=cam: self._wanted_outputs(cam),
+                        tracking=tracker_config(values),  # new tracks on every activate
                     ).start()
                     cam.active_since = time.monotonic()
                     cam.subscription = self._subscribe(cam, qos)
