@@ -16,6 +16,7 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
@@ -103,6 +104,7 @@ def instances_json(result: Result) -> dict:
         "score": r.score,
         "proposals": [{"class_id": c, "class_name": n, "score": sc} for c, n, sc in r.proposals],
         "box_xyxy": list(r.box), "area": r.area, "mask_score": r.mask_score,
+        "track_age": r.track_age, "track_hits": r.track_hits, "label_smoothed": r.label_smoothed,
     } for r in instance_records(result)]
     return {
         "frame": result.frame.frame_id,
@@ -154,7 +156,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     source = Path(args.input)
     values = options.values_from_args(args)  # every option checked before a model loads
     total = count_frames(source)  # no input, no images: say so before a model loads
-    segmenter, labeler = load_models(build_configs(values))
+    configs = build_configs(values)
+    segmenter, labeler = load_models(configs)
     vocabulary = vocabulary_for(labeler, values)
     t0 = time.monotonic()
     labeler.set_vocabulary(vocabulary)
@@ -162,7 +165,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     writer = ResultWriter(Path(args.out))
     errors: list[str] = []
     pipeline = Pipeline(segmenter, labeler, writer, lambda stage, frame, exc: errors.append(
-        f"{frame.source or frame.seq}: {stage}: {exc}"), drop=False, queue_size=2)
+        f"{frame.source or frame.seq}: {stage}: {exc}"), drop=False, queue_size=2,
+        tracking=configs.tracking)  # frames in order: a video's or a folder's, sorted by name
     progress = tqdm(total=total, unit="frame", disable=args.quiet)
     submitted = 0
     t_start = time.monotonic()
@@ -192,6 +196,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "segmenter": segmenter.describe(),
         "labeling": values["labeling_mode"],
         "labeler": labeler.describe(),
+        "tracking": None if configs.tracking is None else {
+            **asdict(configs.tracking),
+            "tracks": sum(t.next_id - 1 for t in pipeline.trackers.values())},
     }
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1))
     for line in errors:

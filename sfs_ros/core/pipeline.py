@@ -165,10 +165,10 @@ class Pipeline:
     start(): one Pipeline serves one camera's stream. A frame more than `rewind` seconds older
     than the newest (a looping bag, a restarted clock) starts the order check again instead
     (`stats.rewinds`).
-    `tracking` (core/tracker.py): a TrackerConfig gives the Pipeline its own Tracker (one per
-    camera): instance ids become stable track ids and labels are smoothed over frames. The
-    `tracker` attribute may be replaced or set to None between frames; its `config` may be
-    replaced while running.
+    `tracking` (core/tracker.py): with a TrackerConfig the Pipeline keeps one Tracker per camera,
+    `Frame.source` (the node's Pipeline serves one camera; the evaluator's one takes every
+    camera of a bag): instance ids become stable track ids and labels are smoothed over frames.
+    `set_tracking` changes the config or turns tracking off while running.
     `max_age` (seconds, 0 = off): a frame whose `Frame.time` is older than that on `clock()` at
     submit, before segmenting or before labeling is dropped and counted in `stats.stale`.
     `clock` must be the clock `Frame.time` is on (the node passes its ROS clock).
@@ -204,7 +204,8 @@ class Pipeline:
         self.overlay, self.overlay_alpha = overlay, overlay_alpha
         self.max_age, self.clock, self.outputs = max_age, clock, outputs
         self.geometry = geometry  # how frames with depth become a cloud (core/geometry.py)
-        self.tracker: Tracker | None = None if tracking is None else Tracker(tracking)
+        self.tracking = tracking
+        self.trackers: dict[str, Tracker] = {}  # Frame.source -> its tracker (label stage only)
         self.rewind = rewind
         self._queue_size, self._drop = queue_size, drop
         self._run: _Run | None = None
@@ -284,15 +285,23 @@ class Pipeline:
         self.stop()
 
     def set_tracking(self, config: TrackerConfig | None) -> None:
-        """Tracking on (a new Tracker unless one runs: it keeps its tracks and takes `config`)
-        or off (None: the tracks are dropped). Safe while running: the label stage reads the
-        `tracker` reference once per frame."""
+        """A new tracker config (running trackers keep their tracks and take it from the next
+        frame), or None: tracking off, the tracks dropped. Safe while running."""
+        with self._label_lock:
+            self.tracking = config
+            if config is None:
+                self.trackers = {}
+
+    def _tracker(self, source: str) -> Tracker | None:
+        """The camera's tracker with the current config (label lock held), None when off."""
+        config = self.tracking
         if config is None:
-            self.tracker = None
-        elif self.tracker is None:
-            self.tracker = Tracker(config)
-        else:
-            self.tracker.config = config
+            return None
+        tracker = self.trackers.get(source)
+        if tracker is None:
+            tracker = self.trackers[source] = Tracker(config)
+        tracker.config = config
+        return tracker
 
     # ------------------------------------------------------------------ input
     def submit(self, frame: Frame) -> bool:
@@ -371,7 +380,7 @@ class Pipeline:
         assert masks is not None
         with self._label_lock:
             t0 = time.monotonic()
-            tracker = self.tracker
+            tracker = self._tracker(frame.source)
             plan = None if tracker is None else tracker.plan(masks, version=bank.version, time=frame.time)
             t_plan = time.monotonic()
             todo = masks if plan is None or plan.label_all else masks.subset(plan.to_label)

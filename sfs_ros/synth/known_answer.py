@@ -54,6 +54,7 @@ def options(mode: str = "crop", **overrides: Any) -> dict[str, Any]:
         vocabulary=("shapes",), labeling_mode=mode, model=str(SEGMENTER), imgsz=IMGSZ,
         clip_model=CLIP_MODEL, clip_pretrained=str(CLIP_WEIGHTS), semantic_checkpoint=str(SEGFORMER),
         dense_size=DENSE_SIZE, iou=NMS_IOU, device="cpu",
+        tracking=False,  # its frames are independent scenes (synth/motion.py: a sequence)
     )
     values.update(overrides)
     return values
