@@ -261,10 +261,10 @@ def dense_labeler():
 def test_dense_pooling_at_low_res_equals_pooling_the_upsampled_masks(dense_labeler, both, photo):
     _, low = both
     text = dense_labeler.encode_vocabulary(load_vocabulary(["cup", "table", "spoon"])).embeddings.float()
-    probs_low = dense_labeler._dense_probs(photo, low, text)
+    probs_low, _ = dense_labeler._dense_probs(photo, low, text)
     assert not low.materialised
     materialised = Masks(low.masks, low.boxes, low.scores, low.areas)
-    probs_full = dense_labeler._dense_probs(photo, materialised, text)
+    probs_full, _ = dense_labeler._dense_probs(photo, materialised, text)
     torch.testing.assert_close(probs_low, probs_full, rtol=1e-4, atol=1e-5)
 
 

@@ -31,6 +31,7 @@ class ModelConfigs:
     mode: str  # labeling_mode
     fallback_to_random: bool  # allow_random_fallback
     geometry: GeometryConfig = GeometryConfig()  # depth -> cloud (depth_scale, cloud_*)
+    prompt: PromptConfig = PromptConfig()  # prompt_* (core/prompt.py)
     tracking: TrackerConfig | None = None  # None: tracking off (TRACKING_OPTIONS)
 
     @property
@@ -53,32 +54,36 @@ def build_configs(values: Mapping[str, Any]) -> ModelConfigs:
         raise SfsError(reason)
     mode = values["labeling_mode"]
     random = bool(values["random_weights"])
+    # per-model devices (BACKEND_OPTIONS): empty means the same as `device`
+    clip_device = values["clip_device"].strip() or values["device"]
+    semantic_device = values["semantic_device"].strip() or values["device"]
+    backend = dict(backend=values["backend"], export_missing=bool(values["export_missing"]))
     segmenter = SegmenterConfig(
         model=values["model"], imgsz=values["imgsz"], conf=values["conf"], iou=values["iou"],
         max_det=values["max_det"], retina_masks=values["retina_masks"],
         mask_resolution=values["mask_resolution"], half=values["half"], device=values["device"],
-        min_area=values["min_mask_area"], random_weights=random,
+        min_area=values["min_mask_area"], random_weights=random, **backend,
     )
     labeler = LabelerConfig(
         clip_model=values["clip_model"], pretrained=values["clip_pretrained"],
         quick_gelu=values["clip_quick_gelu"],
         templates=tuple(values["prompt_templates"]), threshold=values["score_threshold"],
-        topk=values["topk"], device=values["device"], half=values["half"],
+        topk=values["topk"], device=clip_device, half=values["half"],
         mode=mode if mode in CLIP_MODES else "crop", prune_topk=values["prune_topk"],
         dense_size=values["dense_size"], hybrid_margin=values["hybrid_margin"],
         scales=tuple(float(s) for s in values["crop_scales"]),
-        background_blend=values["crop_background_blend"], random_weights=random,
+        background_blend=values["crop_background_blend"], random_weights=random, **backend,
     )
     semantic = None
     if mode in SEMANTIC_MODES:
         semantic = SemanticConfig(
-            checkpoint=values["semantic_checkpoint"], device=values["device"], half=values["half"],
+            checkpoint=values["semantic_checkpoint"], device=semantic_device, half=values["half"],
             topk=values["topk"], random_weights=random, min_vote_share=values["min_vote_share"],
             threshold=values["score_threshold"] if mode == "semantic-vote" else 0.0,
         )
     return ModelConfigs(segmenter, labeler, semantic, mode, bool(values["allow_random_fallback"]),
                         geometry=GeometryConfig.from_values(values),
-                        tracking=tracker_config(values))
+                        tracking=tracker_config(values), prompt=prompt_config(values))
 
 
 def load_models(configs: ModelConfigs) -> tuple[Any, Any]:

@@ -29,7 +29,7 @@ from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError, check_r
 from sfs_ros.core.labeling import SetVocabulary, next_version
 from sfs_ros.core.options import CLIP_MODES
 # DEFAULT_TEMPLATES lives in core.vocabulary; still importable from here for older callers
-from sfs_ros.core.vocabulary import DEFAULT_TEMPLATES, Vocabulary, check_templates
+from sfs_ros.core.vocabulary import DEFAULT_TEMPLATES, VocabClass, Vocabulary, check_templates
 from sfs_ros.core.weights import (
     cache_dir,
     clip_quick_gelu,
@@ -41,6 +41,8 @@ from sfs_ros.core.weights import (
 log = logging.getLogger("sfs_ros.labeler")
 
 GREY = 0.5  # neutral grey in [0, 1] RGB, before CLIP's normalisation
+#: Free texts (prompts) whose embeddings stay in memory; the least recently used goes first.
+PROMPT_TEXT_CACHE = 256
 #: roi_align's adaptive sampling: ceil(window side / crop side) points per crop pixel and axis,
 #: so a large window averages all its pixels (a fixed 2 x 2 aliased fine texture).
 ADAPTIVE_SAMPLING = -1
@@ -78,6 +80,8 @@ class LabelerConfig:
     half: bool = False
     random_weights: bool = False
     disk_cache: bool = True
+    backend: str = "torch"  # image encoder: options.BACKENDS (core/backends/); text stays torch
+    export_missing: bool = True  # export an image encoder missing from the cache on load
 
     def validate(self) -> None:
         check_templates(self.templates)
@@ -129,9 +133,16 @@ class Labeler(SetVocabulary):
         self.logit_scale = float(model.logit_scale.detach().exp())
         self.stream = new_stream(self.device)
         self.dense = DenseClip(self.model.visual) if config.mode != "crop" else None
+        self.encode_image = self.model.encode_image  # (B, 3, S, S) -> (B, D); see `backend`
+        if config.backend != "torch":  # exported image encoder (core/backends/); text stays torch
+            from sfs_ros.core.backends.clip import exported_encoders
+
+            self.encode_image, self.dense = exported_encoders(self, dense=self.dense is not None)
         self._recent: collections.deque[set[int]] = collections.deque(maxlen=config.prune_memory)
         self._bank: TextBank | None = None
         self._memory_cache: dict[str, torch.Tensor] = {}
+        self._prompt_cache: collections.OrderedDict[tuple[str, tuple[str, ...]], torch.Tensor] = (
+            collections.OrderedDict())
         self._lock = threading.Lock()
         self.text_encodings = 0  # how many times the text encoder ran (cache misses)
         #: roi_align points per crop pixel and axis; -1: adaptive (bench/crop_sampling.py)
@@ -221,6 +232,50 @@ class Labeler(SetVocabulary):
         summed.index_add_(0, index, per_prompt)
         return F.normalize(summed, dim=-1).cpu()
 
+    def text_problem(self, text: str, templates: tuple[str, ...]) -> str | None:
+        """Why a free text cannot be encoded (empty, or longer than the text encoder's context
+        once put in a template: open_clip would cut it silently), or None."""
+        if not text.strip():
+            return "a text prompt is empty"
+        context = int(getattr(self.tokenizer, "context_length", 77))
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is None:  # a tokenizer that cannot count: it truncates like any other
+            return None
+        tokens = max(len(encode(template.format(text))) for template in templates) + 2  # sot, eot
+        if tokens > context:
+            return (f"text prompt {text[:40]!r}... is {tokens} tokens in its template; the text "
+                    f"encoder takes at most {context}")
+        return None
+
+    def encode_texts(self, texts: list[str] | tuple[str, ...],
+                     templates: tuple[str, ...] | None = None) -> torch.Tensor:
+        """(T, D) normalised embeddings of free texts ("red mug"), float32 on the labeler's
+        device. Each text is encoded like one vocabulary class (the template ensemble of
+        `_encode_text`; default: the current bank's templates), so it scores on the same scale
+        as the vocabulary it competes with; commas do not split it into synonyms. Raises
+        SfsError with `text_problem`'s reason. Prompts are free texts: kept in a small LRU in
+        memory (PROMPT_TEXT_CACHE), never on disk."""
+        bank = self._bank
+        templates = check_templates(templates or (bank.templates if bank else self.config.templates))
+        for text in texts:
+            problem = self.text_problem(text, templates)
+            if problem:
+                raise SfsError(problem)
+        with self._lock:
+            found = {t: self._prompt_cache[(t, templates)] for t in texts
+                     if (t, templates) in self._prompt_cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            classes = tuple(VocabClass(i, t, (t,), (0, 0, 0)) for i, t in enumerate(missing))
+            found.update(zip(missing, self._encode_text(Vocabulary("prompt", classes), templates)))
+        with self._lock:
+            for text in dict.fromkeys(texts):
+                self._prompt_cache[(text, templates)] = found[text]
+                self._prompt_cache.move_to_end((text, templates))
+            while len(self._prompt_cache) > PROMPT_TEXT_CACHE:
+                self._prompt_cache.popitem(last=False)
+        return torch.stack([found[t] for t in texts]).to(self.device, torch.float32)
+
     def prepare_vocabulary(self, vocabulary: Vocabulary, templates: tuple[str, ...] | None = None) -> TextBank:
         """Encode (or fetch) `vocabulary` as a new bank with a new version; nothing else changes."""
         return replace(self.encode_vocabulary(vocabulary, templates), version=next_version())
@@ -304,18 +359,21 @@ class Labeler(SetVocabulary):
         return ((pixels - self.mean) / self.std).to(self.dtype)
 
     def _crop_probs(self, image: np.ndarray, masks: Masks, text: torch.Tensor,
-                    cancelled: Callable[[], bool]) -> torch.Tensor:
-        """(N, K) class probabilities from mask crops, averaged over the context scales."""
+                    cancelled: Callable[[], bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, K) class probabilities from mask crops, averaged over the context scales, and
+        (N, D) mask embeddings (the scales' features averaged, re-normalised) that prompts
+        score free texts against (Labels.embeddings) without another image pass."""
         crops = self.make_crops(image, masks)
         features = []
         batch = self.config.batch_size or (64 if self.device.type == "cuda" else 8)
         for start in range(0, crops.shape[0], batch):
             if cancelled():
                 raise LabelingCancelled("labeling cancelled")
-            chunk = self.model.encode_image(crops[start : start + batch])
+            chunk = self.encode_image(crops[start : start + batch])
             features.append(F.normalize(chunk.float(), dim=-1))
-        logits = self.logit_scale * torch.cat(features) @ text.T
-        return logits.softmax(dim=-1).view(len(self.config.scales), len(masks), -1).mean(dim=0)
+        per_scale = torch.cat(features).view(len(self.config.scales), len(masks), -1)
+        probs = (self.logit_scale * per_scale @ text.T).softmax(dim=-1).mean(dim=0)
+        return probs, F.normalize(per_scale.mean(dim=0), dim=-1)
 
     def _resized(self, image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """The whole frame resized (antialiased) to `size` and normalised for CLIP."""
@@ -329,8 +387,10 @@ class Labeler(SetVocabulary):
         return (max(patch, round(height * scale / patch) * patch),
                 max(patch, round(width * scale / patch) * patch))
 
-    def _dense_probs(self, image: np.ndarray, masks: Masks, text: torch.Tensor) -> torch.Tensor:
-        """(N, K) probabilities from one dense pass, patch features averaged inside each mask."""
+    def _dense_probs(self, image: np.ndarray, masks: Masks, text: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, K) probabilities from one dense pass, patch features averaged inside each mask,
+        and those (N, D) mask embeddings (Labels.embeddings)."""
         feats = self.dense(self._resized(image, self._dense_size(*image.shape[:2])))  # (gh, gw, D)
         gh, gw, dim = feats.shape
         pooled = []
@@ -347,7 +407,7 @@ class Labeler(SetVocabulary):
                 weights = F.interpolate(m, size=(gh, gw), mode="area").flatten(1)  # patch coverage
             pooled.append(weights @ feats.reshape(-1, dim) / weights.sum(1, keepdim=True).clamp(min=1e-6))
         embeddings = F.normalize(torch.cat(pooled), dim=-1)
-        return (self.logit_scale * embeddings @ text.T).softmax(dim=-1)
+        return (self.logit_scale * embeddings @ text.T).softmax(dim=-1), embeddings
 
     @torch.inference_mode()
     def _candidate_classes(self, image: np.ndarray, bank: TextBank) -> torch.Tensor | None:
@@ -356,7 +416,7 @@ class Labeler(SetVocabulary):
         k, total = self.config.prune_topk, len(bank.vocabulary)
         if k == 0 or k >= total:
             return None
-        whole = self.model.encode_image(self._resized(image, self.crop_size))
+        whole = self.encode_image(self._resized(image, self.crop_size))
         scores = F.normalize(whole.float(), dim=-1) @ bank.embeddings.float().T
         keep = set(scores[0].topk(k).indices.tolist())
         for seen in self._recent:
@@ -384,16 +444,17 @@ class Labeler(SetVocabulary):
             candidates = self._candidate_classes(image, bank)
             text = bank.embeddings.float() if candidates is None else bank.embeddings[candidates].float()
             if mode == "crop":
-                probs = self._crop_probs(image, masks, text, cancelled)
+                probs, embeddings = self._crop_probs(image, masks, text, cancelled)
             else:
-                probs = self._dense_probs(image, masks, text)
+                probs, embeddings = self._dense_probs(image, masks, text)
                 if mode == "hybrid" and text.shape[0] > 1:
                     top2 = probs.topk(2, dim=-1).values
                     unsure = torch.nonzero(top2[:, 0] - top2[:, 1] < self.config.hybrid_margin).flatten()
                     if unsure.numel():
                         idx = unsure.cpu().numpy()
                         subset = masks.subset(idx)
-                        probs[unsure] = self._crop_probs(image, subset, text, cancelled)
+                        probs[unsure], embeddings[unsure] = self._crop_probs(image, subset, text,
+                                                                             cancelled)
             top_scores, top_ids = probs.topk(min(self.config.topk, text.shape[0]), dim=-1)
             if candidates is not None:
                 top_ids = candidates[top_ids]
@@ -407,4 +468,5 @@ class Labeler(SetVocabulary):
             scores=best.astype(np.float32),
             topk_ids=top_ids.astype(np.int32),
             topk_scores=top_scores.astype(np.float32),
+            embeddings=embeddings.cpu().numpy(),
         )

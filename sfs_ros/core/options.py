@@ -40,6 +40,9 @@ LABELING_MODES: tuple[str, ...] = CLIP_MODES + SEMANTIC_MODES
 MASK_RESOLUTIONS: tuple[str, ...] = ("full", "low", "network")
 #: clip_quick_gelu values: auto decides from the pretrained tag / model name (core/weights.py).
 QUICK_GELU_CHOICES: tuple[str, ...] = ("auto", "true", "false")
+#: Inference backends (core/backends/): torch runs the models as loaded; the others run exported
+#: copies (FastSAM and the CLIP image encoder) built once into the export cache.
+BACKENDS: tuple[str, ...] = ("torch", "openvino", "onnxruntime", "tensorrt")
 
 #: What `score_threshold` means in each labeling mode: one meaning per mode, the same in the
 #: node, `sfs` and `sfs_eval`, and reported in LabelInfo.threshold_kind.
@@ -243,7 +246,23 @@ PROMPT_OPTIONS: tuple[Option, ...] = (
            runtime=True, range=(0.01, 1.0)),
 )
 #: Inference backends and per-model devices (core/backends/).
-BACKEND_OPTIONS: tuple[Option, ...] = ()
+BACKEND_OPTIONS: tuple[Option, ...] = (
+    Option("backend", "torch",
+           "Inference backend of FastSAM and the CLIP image encoder (the text encoder and the "
+           "SegFormer stay on torch): torch, openvino (CPU), onnxruntime (CPU; CUDA provider on "
+           "cuda devices), tensorrt (CUDA + tensorrt only). Exported models are cached per model, "
+           "weights, input size and backend; `sfs export` builds them ahead.",
+           choices=BACKENDS),
+    Option("export_missing", True,
+           "backend other than torch: export a model missing from the cache when loading (tens "
+           "of seconds, once) instead of failing with the `sfs export` command to run."),
+    Option("clip_device", "",
+           "Torch device of the CLIP labeler (empty: the same as device).",
+           check=lambda v: check_device(v) if v.strip() else None),
+    Option("semantic_device", "",
+           "Torch device of the SegFormer in the semantic-* modes (empty: the same as device).",
+           check=lambda v: check_device(v) if v.strip() else None),
+)
 
 _LABELING_AND_MODELS: tuple[Option, ...] = (
     # --- vocabulary and labeling
