@@ -115,7 +115,9 @@ def _run_direct(args: argparse.Namespace, values: dict[str, Any], source: BagInp
         out_dir=out, write_bag=not args.no_bag, out_prefix=args.out_prefix, storage=args.storage,
         strict=args.strict, warmup=args.warmup, progress=not args.quiet, max_frames=args.max_frames,
     )
-    return evaluate(source, segmenter, labeler, options, settings)
+    from sfs_ros.core.tracker import tracker_config
+
+    return evaluate(source, segmenter, labeler, options, settings, tracking=tracker_config(values))
 
 
 def summary_line(report: dict) -> str:

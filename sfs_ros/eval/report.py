@@ -127,6 +127,7 @@ def new_report(random_weights: bool, mode: str, inputs: dict, settings: dict, sh
         "skipped_frames": [],
         "timing": {},
         "masks_per_frame": {},
+        "tracking": None,  # direct mode with tracking: tracks and their label flicker
         "output_bags": [],
         "confusion_matrix": None,
         "per_frame": [],
@@ -185,6 +186,12 @@ def markdown(report: dict, figures: Sequence[str] = ()) -> str:
         f"| throughput | {t.get('frames_per_s')} frames/s ({t.get('frames')} frames in {t.get('wall_s')} s) |",
         f"| masks per frame | mean {report['masks_per_frame'].get('mean')}, max {report['masks_per_frame'].get('max')} |",
         f"| shards | {', '.join(f'{i}/{n}' for i, n in report['shards'])} |",
+    ]
+    if report.get("tracking"):
+        tr = report["tracking"]
+        lines.append(f"| tracking | {tr['tracks']} tracks, label flicker {_pct(tr['label_flicker'])} "
+                     f"of {tr['label_pairs']} consecutive sightings |")
+    lines += [
         "",
     ]
     if m:

@@ -25,11 +25,13 @@ from sfs_ros.core.fusion import mark_random
 from sfs_ros.core.labeler import Labeler
 from sfs_ros.core.pipeline import Pipeline
 from sfs_ros.core.segmenter import Segmenter
+from sfs_ros.core.tracker import TrackerConfig
 from sfs_ros.core.vocabulary import Vocabulary
 from sfs_ros.eval import bags, messages, report as reports
 from sfs_ros.eval.bags import BagInput, BagOutput, Sample
 from sfs_ros.eval.errors import EvalError, GroundTruthError
 from sfs_ros.eval.metrics import ConfusionMatrix, check_ground_truth
+from sfs_ros.eval.tracking import LabelFlicker
 from sfs_ros.ros import naming
 
 log = logging.getLogger("sfs_ros.eval")
@@ -101,6 +103,7 @@ class _Run:
         self.t_first: float | None = None
         self.t_last: float | None = None
         self.progress: Any = None
+        self.flicker: dict[str, LabelFlicker] = {}  # topic -> label changes of its tracks
 
     # ------------------------------------------------------------------ main thread
     def run(self) -> None:
@@ -185,6 +188,9 @@ class _Run:
             self.scored += 1
         if self.bag is not None:
             self._write(sample, result)
+        if result.tracks is not None:  # bag frames of a topic, in order: index = its frame count
+            flicker = self.flicker.setdefault(sample.topic, LabelFlicker())
+            flicker.update(sample.index, dict(zip(result.tracks.ids.tolist(), result.labels.class_ids.tolist())))
         t1 = time.monotonic()
         self.t_last = t1
         timings = dict(result.timings, read=tagged.read_s, write=t1 - t0)
@@ -246,11 +252,15 @@ def evaluate(
     labeler: Labeler,
     options: RunOptions,
     settings: dict | None = None,
+    tracking: TrackerConfig | None = None,
 ) -> dict:
     """Run every frame of `source` (its shard) through the pipeline; returns the report dict.
 
     The labeler's current vocabulary is the one scored against. Writes the output bag (when
     asked) but not the report files: the caller decides where those go (`report.write`).
+    With `tracking` each topic has its own tracker, and the report's `tracking` section gives
+    the label flicker of the predicted tracks (bags carry no instance ground truth yet, so ID
+    switches are measured on the moving shapes world: bench/tracking.py).
     """
     vocabulary = labeler.bank.vocabulary
     check_vocabulary(source, vocabulary)
@@ -265,7 +275,7 @@ def evaluate(
     out_dir = Path(options.out_dir)
     run = _Run(source, vocabulary, (labeler.threshold, labeler.threshold_kind), options, report)
     run.pipeline = pipeline = Pipeline(segmenter, labeler, run.on_result, run.on_error, drop=False,
-                                       overlay=options.write_bag)
+                                       overlay=options.write_bag, tracking=tracking)
     if options.write_bag:
         out_dir.mkdir(parents=True, exist_ok=True)
         custom = {"sfs_eval.random_weights": str(random_weights).lower(), "sfs_eval.source_bag": str(source.path),
@@ -290,6 +300,13 @@ def evaluate(
         "limited_to": options.max_frames,
     }
     _check_accounting(report["frames"])
+    report["tracking"] = None if tracking is None else {
+        "tracks": sum(t.next_id - 1 for key, t in pipeline.trackers.items() if key),  # "": warm-up
+        "label_flicker": round(sum(f.changes for f in run.flicker.values())
+                               / max(sum(f.pairs for f in run.flicker.values()), 1), 4),
+        "label_pairs": sum(f.pairs for f in run.flicker.values()),
+        "flicker_of": "predicted tracks (frames in a row where a track's label changed)",
+    }
     if run.bag is not None:
         report["output_bags"].append({"path": str(run.bag.path), "topics": dict(sorted(run.bag.counts.items()))})
     wall = (run.t_last - run.t_first) if run.t_first is not None and run.t_last is not None else 0.0
