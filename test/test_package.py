@@ -30,6 +30,7 @@ ROSDEP = {
     "sensor_msgs": "sensor_msgs",
     "std_msgs": "std_msgs",
     "std_srvs": "std_srvs",
+    "visualization_msgs": "visualization_msgs",
     "yaml": "python3-yaml",
     "numpy": "python3-numpy",
     "cv2": "python3-opencv",

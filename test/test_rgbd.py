@@ -131,13 +131,13 @@ def _frame(sec: int) -> Frame:
 
 
 def test_depth_link_attaches_depth_or_reports_why_not():
-    reports = []
-    link = DepthLink("/d/image", "/d/camera_info", 0.0, 0.001, lambda k, t: reports.append((k, t)))
+    reports, counted = [], []
+    link = DepthLink("/d/image", "/d/camera_info", 0.0, 0.001, counted.append, reports.append)
     depth = _depth_msg(np.full((2, 4), 2000, np.uint16), "16UC1", Time(sec=1))
     assert link.on_depth(depth, now=0.0) == []
     frames = link.on_colour(_frame(1), now=0.0)
     assert len(frames) == 1 and frames[0].depth is None
-    assert reports[-1] == ("no_camera_info", "no camera_info on /d/camera_info")
+    assert reports == ["no camera_info on /d/camera_info"] and counted == ["no_camera_info"]
     link.on_camera_info(_info())
     link.on_depth(_depth_msg(np.full((2, 4), 2000, np.uint16), "16UC1", Time(sec=2)), now=0.0)
     (frame,) = link.on_colour(_frame(2), now=0.0)
@@ -145,7 +145,13 @@ def test_depth_link_attaches_depth_or_reports_why_not():
     assert frame.intrinsics.cx == 2.0 and link.frame_id == "depth_optical"
     link.on_depth(_depth_msg(np.zeros((2, 4), np.uint8), "8UC1", Time(sec=3)), now=0.0)
     (frame,) = link.on_colour(_frame(3), now=0.0)
-    assert frame.depth is None and reports[-1][0] == "depth_encoding"
+    assert frame.depth is None and counted[-1] == "depth_encoding" and "16UC1" in reports[-1]
+    link.on_colour(_frame(4), now=0.0)  # no depth for it: counted, same reason not re-warned
+    link.info = None
+    link.on_depth(_depth_msg(np.full((2, 4), 2000, np.uint16), "16UC1", Time(sec=5)), now=0.0)
+    link.on_colour(_frame(5), now=0.0)
+    assert counted[-2:] == ["depth_unpaired", "no_camera_info"]
+    assert reports.count("no camera_info on /d/camera_info") == 1  # once per 5 s
 
 
 def test_markers_replace_the_last_frame_and_follow_the_overlay_colours():

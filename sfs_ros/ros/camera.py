@@ -10,6 +10,7 @@ from sfs_ros.ros.diagnostics import CameraCounters
 
 if TYPE_CHECKING:  # torch is imported when the node is configured, not when it starts
     from sfs_ros.core.pipeline import Pipeline, PipelineStats
+    from sfs_ros.ros.rgbd import DepthLink
 
 
 def is_compressed(topic: str) -> bool:
@@ -32,6 +33,7 @@ class Camera(CameraCounters):
     callback_group: Any = dataclasses.field(default_factory=MutuallyExclusiveCallbackGroup)
     pipeline: Pipeline | None = None
     totals: PipelineStats | None = None  # counters of past activations
+    depth: DepthLink | None = None  # depth + camera_info inputs (depth_topics), else None
 
     def output(self, name: str) -> str:
         return f"{self.namespace}/{name}"

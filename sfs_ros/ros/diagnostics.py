@@ -72,6 +72,9 @@ class CameraCounters:
     last_frame: float | None = None  # time.monotonic() of the last message
     active_since: float | None = None
     prev: tuple[float, int, int] | None = None  # (time, received, frames_out) at last report
+    #: Depth (ros/rgbd.py): frames that went on without depth, by reason; clouds published.
+    depth_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
+    clouds: int = 0
 
     def count_frame(self, info: Any = None) -> int:
         """A message reached the callback (`info`: rmw message info); returns its local seq."""
@@ -91,6 +94,11 @@ class CameraCounters:
             self.bad_by_reason[key] = self.bad_by_reason.get(key, 0) + 1
             self.last_bad_reason = reason
         return reason
+
+    def count_depth_issue(self, reason: str) -> None:
+        """A frame that went on 2D-only (no depth paired, no camera_info, bad depth ...)."""
+        with self.lock:
+            self.depth_by_reason[reason] = self.depth_by_reason.get(reason, 0) + 1
 
     def count_incompatible_qos(self) -> None:
         with self.lock:
@@ -137,6 +145,8 @@ class _Snapshot:
     reported_before: bool
     rate_in: float
     rate_out: float
+    clouds: int
+    depth_issues: str
 
 
 def _snapshot(cam: CameraCounters, frames_out: int, now: float) -> _Snapshot:
@@ -149,7 +159,8 @@ def _snapshot(cam: CameraCounters, frames_out: int, now: float) -> _Snapshot:
             skipped=cam.skipped,
             by_reason=", ".join(f"{k}: {v}" for k, v in sorted(cam.bad_by_reason.items())),
             last_bad=cam.last_bad_reason, matched=cam.matched, last_frame=cam.last_frame,
-            active_since=cam.active_since,
+            active_since=cam.active_since, clouds=cam.clouds,
+            depth_issues=", ".join(f"{k}: {v}" for k, v in sorted(cam.depth_by_reason.items())),
         )
     if prev is not None and now > prev[0]:
         rate_in = (received - prev[1]) / (now - prev[0])
@@ -247,6 +258,8 @@ def camera_status(
         ("last bad input", snap.last_bad),
         ("messages lost", str(snap.lost)),
         ("incompatible QoS events", str(snap.incompatible)),
+        ("point clouds published", str(snap.clouds)),
+        ("frames without depth by reason", snap.depth_issues),
         *latency_values(stats),
         ("device", facts.device),
         ("vocabulary", vocabulary.name if vocabulary else "-"),

@@ -10,12 +10,20 @@ lifecycle manager (`ros2 lifecycle set /sfs_node configure`, then `activate`).
 Topics (node `sfs_node`, every name remappable):
     in   <image_topics[i]>        sensor_msgs/Image, or sensor_msgs/CompressedImage when the
                                   name ends in /compressed; QoS from `input_reliability`
+    in   <depth_topics[i]>        sensor_msgs/Image 16UC1 (x depth_scale) or 32FC1 metres,
+                                  registered to image i; paired by stamp within `sync_slop`
+         <camera_info_topics[i]>  sensor_msgs/CameraInfo of the depth image (default: the depth
+                                  topic's sibling camera_info); the latest one is used
     out  ~/label_image            class id per pixel, mono16 (unlabeled 65535) or mono8 (255)
          ~/instance_image         mono16, 1-based instance id per pixel (0 = no mask); the id is
                                   Instance.instance_id in ~/instances; with `tracking` the
                                   camera's stable track id, wrapped onto 1..65535 (README)
          ~/overlay                rgb8, the input blended with class colours (publish_overlay)
          ~/instances              sfs_ros/InstanceArray, one mask per instance (publish_instances)
+         ~/points                 sensor_msgs/PointCloud2 in the depth image's frame: x y z rgb
+                                  label instance score (README "RGB-D"); with depth_topics only
+         ~/markers                visualization_msgs/MarkerArray, a box and a text per instance
+                                  with depth, DELETEALL first; with depth_topics only
          ~/label_info             sfs_ros/LabelInfo, transient-local (latched); republished when
                                   the vocabulary or score threshold changes. One for all cameras.
          /diagnostics             diagnostic_msgs/DiagnosticArray, 1 Hz, one status per camera
@@ -74,20 +82,24 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
 from sfs_ros.core.frame import SfsError
+from sfs_ros.core.geometry import GeometryConfig
 from sfs_ros.core.options import TRACKING_OPTIONS
 from sfs_ros.core.tracker import tracker_config
 from sfs_ros.core.vocabulary import Vocabulary, vocabulary_note
 from sfs_ros.msg import InstanceArray, LabelInfo
 from sfs_ros.ros import convert, params
 from sfs_ros.ros.camera import Camera, is_compressed
+from sfs_ros.ros.cloud import to_cloud
 from sfs_ros.ros.diagnostics import NodeFacts, camera_status, node_status
 from sfs_ros.ros.logging_bridge import RosLogBridge
 from sfs_ros.ros.naming import camera_name, output_namespaces
 from sfs_ros.ros.qos import QOS_LATCHED, QOS_OUTPUT, offered_reliabilities, qos_input
+from sfs_ros.ros.rgbd import DepthLink, depth_inputs, marker_array
 from sfs_ros.ros.workers import LatestWorker
 
 #: Parameters whose change reaches each camera's tracker at once (Pipeline.set_tracking).
@@ -323,6 +335,9 @@ class SfsNode(LifecycleNode):
                         msg_type, cam.output(name), QOS_OUTPUT
                     )
                 self._cameras.append(cam)
+            for cam, inputs in zip(self._cameras, depth_inputs(values)):
+                if inputs is not None:
+                    self._add_depth(cam, *inputs, values)
             self._label_info_pub = self.create_lifecycle_publisher(
                 LabelInfo, "~/label_info", QOS_LATCHED
             )
@@ -361,9 +376,11 @@ class SfsNode(LifecycleNode):
                         max_age=values["max_frame_age"], clock=self._now,
                         outputs=lambda cam=cam: self._wanted_outputs(cam),
                         tracking=tracker_config(values),  # new tracks on every activate
+                        geometry=GeometryConfig.from_values(values),
                     ).start()
                     cam.active_since = time.monotonic()
                     cam.subscription = self._subscribe(cam, qos)
+                    self._subscribe_depth(cam, qos)
         except Exception as exc:  # noqa: BLE001
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
             self._stop_cameras()
@@ -438,6 +455,8 @@ class SfsNode(LifecycleNode):
                 if cam.subscription is not None:
                     self.destroy_subscription(cam.subscription)
                     cam.subscription = None
+                for sub in cam.depth.subscriptions if cam.depth is not None else ():
+                    self.destroy_subscription(sub)
             pipelines = [(cam, cam.pipeline) for cam in cameras if cam.pipeline is not None]
         stoppers = [threading.Thread(target=p.stop, args=(timeout,), daemon=True) for _, p in pipelines]
         for thread in stoppers:
@@ -477,13 +496,65 @@ class SfsNode(LifecycleNode):
         if pipeline is None:
             return
         try:
-            pipeline.submit(convert.to_frame(msg, source=cam.topic, seq=seq))  # older: refused, counted
-        except RuntimeError as exc:
-            if pipeline.running:
-                self._bad_input(cam, exc)
-            # else: the pipeline stopped between the check and the submit (deactivating)
+            frame = convert.to_frame(msg, source=cam.topic, seq=seq)
         except Exception as exc:  # noqa: BLE001 - a bad message must never reach the executor
             self._bad_input(cam, exc)
+            return
+        link = cam.depth  # with depth, the frame may wait (bounded) for its depth image
+        self._submit(cam, pipeline, [frame] if link is None else link.on_colour(frame, time.monotonic()))
+
+    def _submit(self, cam: Camera, pipeline: Any, frames: list[Any]) -> None:
+        for frame in frames:
+            try:
+                pipeline.submit(frame)  # older: refused, counted
+            except RuntimeError as exc:
+                if pipeline.running:
+                    self._bad_input(cam, exc)
+                # else: the pipeline stopped between the check and the submit (deactivating)
+            except Exception as exc:  # noqa: BLE001 - a bad frame must never reach the executor
+                self._bad_input(cam, exc)
+
+    # ------------------------------------------------------------------ depth (ros/rgbd.py)
+    def _add_depth(self, cam: Camera, depth_topic: str, info_topic: str, values: dict[str, Any]) -> None:
+        """Configure: one camera's depth link and its ~/points and ~/markers publishers."""
+        cam.depth = DepthLink(
+            depth_topic, info_topic, float(values["sync_slop"]), float(values["depth_scale"]),
+            count=cam.count_depth_issue,
+            warn=lambda text: self.get_logger().warning(f"{text}; serving 2D outputs only"))
+        for name, msg_type in (("points", PointCloud2), ("markers", MarkerArray)):
+            cam.publishers[name] = self.create_lifecycle_publisher(msg_type, cam.output(name), QOS_OUTPUT)
+
+    def _subscribe_depth(self, cam: Camera, qos: QoSProfile) -> None:
+        """Activate: subscribe to the camera's depth and camera_info (same callback group as its
+        colour images, so the pairing runs one message at a time)."""
+        link = cam.depth
+        if link is None:
+            return
+        link.reset()
+        link.subscriptions = [
+            self.create_subscription(Image, link.depth_topic, lambda msg: self._on_depth(cam, msg),
+                                     qos, callback_group=cam.callback_group),
+            self.create_subscription(CameraInfo, link.info_topic, link.on_camera_info, qos,
+                                     callback_group=cam.callback_group),
+        ]
+
+    def _on_depth(self, cam: Camera, msg: Image) -> None:
+        link, pipeline = cam.depth, cam.pipeline
+        if link is not None and pipeline is not None:
+            self._submit(cam, pipeline, link.on_depth(msg, time.monotonic()))
+
+    def _publish_3d(self, cam: Camera, result: Any, header: Header) -> None:
+        """~/points and ~/markers in the depth image's frame, stamped like the input."""
+        header = Header(stamp=header.stamp, frame_id=cam.depth.frame_id if cam.depth else "")
+        pub = cam.publishers.get("points")
+        if pub is not None:
+            pub.publish(to_cloud(result.geometry.points, header))
+            with cam.lock:
+                cam.clouds += 1
+        pub = cam.publishers.get("markers")
+        vocabulary = self._vocabulary
+        if pub is not None and vocabulary is not None and pub.get_subscription_count() > 0:
+            pub.publish(marker_array(result, header, vocabulary.palette))
 
     def _bad_input(self, cam: Camera, exc: BaseException) -> None:
         """Count a refused frame and say why, at most once per period per camera."""
@@ -511,6 +582,8 @@ class SfsNode(LifecycleNode):
             pub = pubs.get("instances")
             if pub is not None and self._publish_instances and pub.get_subscription_count() > 0:
                 pub.publish(convert.result_to_instances(result, header))
+            if result.geometry is not None:
+                self._publish_3d(cam, result, header)
             with cam.lock:
                 cam.published += 1
         except Exception as exc:  # noqa: BLE001 - e.g. the context went down during shutdown

@@ -86,8 +86,28 @@ _NODE_OUTPUTS: tuple[Option, ...] = (
            cli=False),
 )
 
+def _check_optional_topics(topics: Sequence[str]) -> str | None:
+    """Topic names that may be empty as a whole (a feature switched off)."""
+    return _check_topics(topics) if topics else None
+
+
 #: Depth inputs of each camera (ros/rgbd.py): topics and stamp pairing.
-_NODE_DEPTH: tuple[Option, ...] = ()
+_NODE_DEPTH: tuple[Option, ...] = (
+    Option("depth_topics", (),
+           "Depth images (sensor_msgs/Image, 16UC1 or 32FC1) registered to each camera of "
+           "image_topics, one per image topic in the same order; empty = no depth, no 3D "
+           "outputs. Adds ~/points (PointCloud2) and ~/markers (MarkerArray) per camera.",
+           check=_check_optional_topics, cli=False),
+    Option("camera_info_topics", (),
+           "The depth images' camera_info topics, one per depth topic; empty = the sibling "
+           "camera_info of each depth topic (/cam/depth/image_rect_raw -> "
+           "/cam/depth/camera_info): back-projection needs the depth image's own K.",
+           check=_check_optional_topics, cli=False),
+    Option("sync_slop", 0.02,
+           "Seconds: a colour frame pairs with the depth image of the same stamp, or of the "
+           "nearest stamp within this much; 0 = exact stamps only.",
+           range=(0.0, 1.0), cli=False),
+)
 #: The prompt service and click topics (ros/prompt_service.py).
 _NODE_PROMPT: tuple[Option, ...] = ()
 
@@ -111,6 +131,13 @@ def validate(values: Mapping[str, Any]) -> str | None:
     reason = options.validate(values, BY_NAME)
     if reason:
         return reason
+    for name in ("depth_topics", "camera_info_topics"):  # one per camera, or none
+        given = values.get(name) or ()
+        if given and "image_topics" in values and len(given) != len(values["image_topics"]):
+            return (f"{name} lists {len(given)} topics for {len(values['image_topics'])} "
+                    "image_topics: give one per image topic, or none")
+    if values.get("camera_info_topics") and not values.get("depth_topics", ()):
+        return "camera_info_topics needs depth_topics"
     if values.get("label_encoding") == "mono8" and "vocabulary" in values:
         size = len(load_vocabulary(vocabulary_spec(values["vocabulary"])))
         if size > MONO8_MAX_CLASSES:
@@ -141,6 +168,9 @@ def descriptor(option: Option) -> Any:
     text = option.help_text() + (" Changeable at runtime." if option.runtime else "")
     desc = ParameterDescriptor(name=option.name, type=types[option.type_name], description=text,
                                read_only=option.read_only)
+    # rclpy types a bare [] as a byte array: an option whose default is an empty list is
+    # declared with dynamic typing so that a list of strings can be given for it
+    desc.dynamic_typing = option.default == ()
     if option.range is not None and option.type_name == "integer":
         desc.integer_range = [IntegerRange(
             from_value=int(option.range[0]), to_value=int(option.range[1]), step=option.step)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -52,6 +53,16 @@ def sibling_camera_info(topic: str) -> str:
     return f"{head}/camera_info" if head else "camera_info"
 
 
+def depth_inputs(values: dict[str, Any]) -> list[tuple[str, str] | None]:
+    """Per image topic: (depth topic, camera_info topic), or None when depth is off
+    (node parameters depth_topics and camera_info_topics, checked by params.validate)."""
+    depth = list(values["depth_topics"])
+    if not depth:
+        return [None] * len(values["image_topics"])
+    infos = list(values["camera_info_topics"]) or [sibling_camera_info(t) for t in depth]
+    return list(zip(depth, infos))
+
+
 class StampPairer(Generic[A, B]):
     """Pairs colour items with depth items by stamp (ns): exact or nearest within `slop_ns`.
 
@@ -59,7 +70,8 @@ class StampPairer(Generic[A, B]):
     item or None. A colour item waits (bounded) only while depth is flowing; it leaves unpaired
     when a newer colour pairs, when a depth newer than its stamp + slop arrives (depth comes in
     stamp order, so none can match it any more), or when the buffer overflows. Counters:
-    `paired`, `unpaired_colour`, `unpaired_depth` (depth dropped from a full buffer).
+    `paired`, `unpaired_colour`, `unpaired_depth` (depth dropped from a full buffer),
+    `depth_seen`.
     """
 
     def __init__(self, slop_ns: int, size: int = PAIR_BUFFER, silence_s: float = DEPTH_SILENCE_S) -> None:
@@ -67,7 +79,7 @@ class StampPairer(Generic[A, B]):
         self._colour: collections.deque[tuple[int, A]] = collections.deque()
         self._depth: collections.deque[tuple[int, B]] = collections.deque()
         self._last_depth: float | None = None
-        self.paired = self.unpaired_colour = self.unpaired_depth = 0
+        self.paired = self.unpaired_colour = self.unpaired_depth = self.depth_seen = 0
 
     def _nearest(self, items: collections.deque, stamp: int) -> int | None:
         best = min(range(len(items)), key=lambda i: abs(items[i][0] - stamp), default=None)
@@ -100,6 +112,7 @@ class StampPairer(Generic[A, B]):
 
     def add_depth(self, stamp: int, item: B, now: float) -> list[tuple[A, B | None]]:
         self._last_depth = now
+        self.depth_seen += 1
         found = self._nearest(self._colour, stamp)
         if found is not None:
             colour_stamp, colour = self._colour[found]
@@ -148,22 +161,36 @@ def intrinsics_of(info: Any, depth_shape: tuple[int, int], info_topic: str) -> I
 class DepthLink:
     """One camera's depth inputs: what its callbacks feed in and the Frames that come out.
 
-    `report(reason, text)` is called for every frame that goes on without depth, with a short
-    reason key (counted in /diagnostics) and a sentence for the log.
+    Every frame that goes on without depth is passed to `count(reason)` (a short key, counted
+    in /diagnostics) and its sentence to `warn(text)` at most once per `warn_period` seconds
+    per reason ("no camera_info on /cam/depth/camera_info").
     """
 
     depth_topic: str
     info_topic: str
     slop_s: float
     depth_scale: float
-    report: Callable[[str, str], None]
-    pairer: StampPairer = dataclasses.field(init=False)
+    count: Callable[[str], None]
+    warn: Callable[[str], None]
+    warn_period: float = 5.0
     info: Any = None  # latest sensor_msgs/CameraInfo
     frame_id: str = ""  # the depth image's frame_id: the frame of the cloud and the markers
     subscriptions: list = dataclasses.field(default_factory=list)
+    _warned: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.pairer = StampPairer(int(round(self.slop_s * 1e9)))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget frames waiting for a partner (a new activation starts a new stream)."""
+        self.pairer: StampPairer = StampPairer(int(round(self.slop_s * 1e9)))
+
+    def report(self, reason: str, text: str) -> None:
+        self.count(reason)
+        now = time.monotonic()
+        if now - self._warned.get(reason, -self.warn_period) >= self.warn_period:
+            self._warned[reason] = now
+            self.warn(text)
 
     def on_camera_info(self, msg: Any) -> None:
         self.info = msg
