@@ -9,6 +9,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sfs_ros.ros.diagnostics import CameraCounters
 
 if TYPE_CHECKING:  # torch is imported when the node is configured, not when it starts
+    from sfs_ros.core.frame import Result
     from sfs_ros.core.pipeline import Pipeline, PipelineStats
     from sfs_ros.ros.rgbd import DepthLink
 
@@ -33,6 +34,8 @@ class Camera(CameraCounters):
     callback_group: Any = dataclasses.field(default_factory=MutuallyExclusiveCallbackGroup)
     pipeline: Pipeline | None = None
     totals: PipelineStats | None = None  # counters of past activations
+    #: The newest Result delivered (its masks and CLIP embeddings serve image-less prompts).
+    latest: Result | None = None
     depth: DepthLink | None = None  # depth + camera_info inputs (depth_topics), else None
 
     def output(self, name: str) -> str:

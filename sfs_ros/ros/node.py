@@ -24,6 +24,12 @@ Topics (node `sfs_node`, every name remappable):
                                   label instance score (README "RGB-D"); with depth_topics only
          ~/markers                visualization_msgs/MarkerArray, a box and a text per instance
                                   with depth, DELETEALL first; with depth_topics only
+         ~/prompt/instances       sfs_ros/InstanceArray, the instance under a click (prompt_clicks)
+         ~/prompt/overlay         rgb8, the latest frame with the clicked instance highlighted
+    in   <image>_mouse_left       geometry_msgs/PointStamped pixel clicks (rqt_image_view), on
+                                  each camera topic and each ~/overlay (prompt_clicks)
+    srv  ~/segment_prompt         sfs_ros/SegmentPrompt: points, boxes, texts on a request's
+                                  image or the named camera's latest frame (README "Prompts")
          ~/label_info             sfs_ros/LabelInfo, transient-local (latched); republished when
                                   the vocabulary or score threshold changes. One for all cameras.
          /diagnostics             diagnostic_msgs/DiagnosticArray, 1 Hz, one status per camera
@@ -162,6 +168,7 @@ class SfsNode(LifecycleNode):
         self._vocabulary: Vocabulary | None = None
         self._device = "-"
         self._label_info_pub: Any = None
+        self._prompts: Any = None  # ros/prompt_service.PromptService while configured
         self._encoding = "mono16"
         self._publish_overlay = bool(self.get_parameter("publish_overlay").value)
         self._publish_instances = bool(self.get_parameter("publish_instances").value)
@@ -341,6 +348,10 @@ class SfsNode(LifecycleNode):
             self._label_info_pub = self.create_lifecycle_publisher(
                 LabelInfo, "~/label_info", QOS_LATCHED
             )
+            from sfs_ros.ros.prompt_service import PromptService
+
+            self._prompts = PromptService(self, self._cameras, lambda: self._labeler,
+                                          clicks=bool(values["prompt_clicks"]))
         random_now = segmenter.random_weights or labeler.random_weights
         log.info(
             f"configured: FastSAM {configs.segmenter.model} + {configs.mode} labeling on "
@@ -479,6 +490,9 @@ class SfsNode(LifecycleNode):
             if self._label_info_pub is not None:
                 self.destroy_lifecycle_publisher(self._label_info_pub)
                 self._label_info_pub = None
+            if self._prompts is not None:
+                self._prompts.destroy()
+                self._prompts = None
             self._cameras = []
             device = getattr(self._segmenter, "device", None)
             self._segmenter = self._labeler = None
@@ -567,6 +581,7 @@ class SfsNode(LifecycleNode):
         """Pipeline label thread: publish every output with the input image's header."""
         if self._closing:
             return
+        cam.latest = result  # prompts without an image reuse its masks and embeddings
         try:
             header = convert.header_of(result.frame)
             pubs = cam.publishers

@@ -109,7 +109,14 @@ _NODE_DEPTH: tuple[Option, ...] = (
            range=(0.0, 1.0), cli=False),
 )
 #: The prompt service and click topics (ros/prompt_service.py).
-_NODE_PROMPT: tuple[Option, ...] = ()
+_NODE_PROMPT: tuple[Option, ...] = (
+    Option("prompt_clicks", False,
+           "Click to segment: listen for geometry_msgs/PointStamped pixel clicks on "
+           "<camera topic>_mouse_left and <overlay>_mouse_left (what rqt_image_view publishes) "
+           "and publish the instance under the click in the latest frame on ~/prompt/instances "
+           "and a highlight on ~/prompt/overlay. The ~/segment_prompt service is always there.",
+           cli=False),
+)
 
 #: Every node parameter, in the order of config/sfs.yaml.
 PARAMS: tuple[Option, ...] = _NODE_INPUTS + _NODE_DEPTH + CORE_OPTIONS + _NODE_OUTPUTS + _NODE_PROMPT
