@@ -235,3 +235,74 @@ def test_bad_configs_and_label_counts_are_refused():
     t = Tracker()
     with pytest.raises(SfsError, match="labels for"):
         t.commit(t.plan(squares((5, 5))), labels_of([]), CLASSES, 0.1)
+
+
+# ---------------------------------------------------------------------- inside the Pipeline
+@pytest.fixture
+def vocab_labeler(labeler):
+    from sfs_ros.core.vocabulary import load_vocabulary
+
+    labeler.set_vocabulary(load_vocabulary(["cup", "table", "saucer"]))
+    return labeler
+
+
+def run_frames(pipeline, photo, times_and_sources):
+    from sfs_ros.core.frame import Frame
+
+    results = []
+    pipeline.on_result = results.append
+    with pipeline:
+        for seq, (t, source) in enumerate(times_and_sources):
+            pipeline.submit(Frame(photo, seq=seq, time=t, source=source))
+        assert pipeline.wait_idle(300)
+    return results
+
+
+def test_pipeline_rewind_restarts_the_order_check_and_the_tracks(segmenter, vocab_labeler, photo):
+    """A bag loop: time jumps back > REWIND_S; the frame is taken (counted as a rewind) and the
+    tracks start over; a small step back stays out of order."""
+    from sfs_ros.core.pipeline import Pipeline
+
+    p = Pipeline(segmenter, vocab_labeler, lambda r: None, drop=False, tracking=TrackerConfig())
+    out = run_frames(p, photo, [(10.0, "cam"), (11.0, "cam"), (10.5, "cam"), (2.0, "cam"), (3.0, "cam")])
+    s = p.stats
+    assert (s.rewinds, s.out_of_order, s.frames_out) == (1, 1, 4)
+    n = len(out[0].masks)
+    assert n and [r.tracks.ids.max() for r in out] == [n, n, 2 * n, 2 * n]
+    assert out[1].tracks.hits.tolist() == [2] * n and out[2].tracks.hits.tolist() == [1] * n
+    assert p.trackers["cam"].resets["time"] == 1
+    assert set(np.unique(out[1].instance_image)) - {0} <= set(out[1].tracks.ids.tolist())
+
+
+def test_pipeline_keeps_one_tracker_per_camera_and_a_vocabulary_change_resets(segmenter, vocab_labeler, photo):
+    from sfs_ros.core.pipeline import Pipeline
+    from sfs_ros.core.vocabulary import load_vocabulary
+
+    p = Pipeline(segmenter, vocab_labeler, lambda r: None, drop=False, tracking=TrackerConfig())
+    out = run_frames(p, photo, [(1.0, "front"), (1.0, "back"), (2.0, "front")])
+    n = len(out[0].masks)
+    assert out[1].tracks.ids.tolist() == list(range(1, n + 1))  # back's own numbering
+    assert out[2].tracks.hits.tolist() == [2] * n
+    vocab_labeler.set_vocabulary(load_vocabulary(["cup", "plate"]))
+    out = run_frames(p, photo, [(3.0, "front")])
+    assert out[0].tracks.ids.min() == n + 1 and p.trackers["front"].resets["vocabulary"] == 1
+    p.set_tracking(None)
+    out = run_frames(p, photo, [(4.0, "front")])
+    assert out[0].tracks is None and p.trackers == {}
+
+
+def test_pipeline_relabel_every_sends_only_due_masks_to_the_labeler(segmenter, vocab_labeler, photo, monkeypatch):
+    from sfs_ros.core.pipeline import Pipeline
+
+    sizes = []
+    real = vocab_labeler.label
+    monkeypatch.setattr(vocab_labeler, "label", lambda image, masks, *a, **k: sizes.append(len(masks)) or real(image, masks, *a, **k))
+    # random weights: scores are low, so "confident" must be low for the skip to happen
+    p = Pipeline(segmenter, vocab_labeler, lambda r: None, drop=False,
+                 tracking=TrackerConfig(min_hits=1, relabel_every=3, confident=0.0))
+    out = run_frames(p, photo, [(float(t), "cam") for t in range(4)])
+    n = len(out[0].masks)
+    assert sizes == [n, 0, 0, n]
+    assert [r.tracks.relabeled.all() for r in out] == [True, False, False, True]
+    assert all(len(r.labels) == n for r in out)
+    assert out[1].labels.class_ids.tolist() == out[0].labels.class_ids.tolist()
