@@ -157,9 +157,9 @@ def instance_statistics(xyz: np.ndarray, instance: np.ndarray, n: int
     (0 = none), robust to flying pixels (module doc)."""
     centroids, extents = np.zeros((n, 3), np.float32), np.zeros((n, 3), np.float32)
     counts = np.zeros((n,), np.int64)
-    keep = (instance > 0) & (instance <= n)
-    order = np.argsort(instance[keep], kind="stable")
-    ids, xyz = instance[keep][order], xyz[keep][order]
+    index = np.flatnonzero((instance > 0) & (instance <= n))
+    index = index[np.argsort(instance[index], kind="stable")]  # grouped by instance
+    ids, xyz = instance[index], xyz.take(index, axis=0)
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if ids.size else np.zeros(0, np.intp)
     for start, end in zip(starts, np.r_[starts[1:], ids.size]):
         pts = xyz[start:end].astype(np.float64)
@@ -196,23 +196,23 @@ def back_project(depth: np.ndarray, intrinsics: Intrinsics, image: np.ndarray,
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(z) & (z > 0) & (z >= config.min_range) & (z <= config.max_range)
     rows, cols = _colour_index(hd, hc, s), _colour_index(wd, wc, s)
-    vv, uu = np.nonzero(valid)
-    zz = z[vv, uu]
-    u_pix = uu.astype(np.float32) * s
-    v_pix = vv.astype(np.float32) * s
+    zz = z[valid]
+    # rays: x / z and y / z of every sampled pixel, selected like z (boolean masks, flat takes)
+    ray_x = (np.arange(0, wd, s, dtype=np.float32) - np.float32(intrinsics.cx)) / np.float32(intrinsics.fx)
+    ray_y = (np.arange(0, hd, s, dtype=np.float32) - np.float32(intrinsics.cy)) / np.float32(intrinsics.fy)
     xyz = np.empty((zz.size, 3), np.float32)
-    xyz[:, 0] = (u_pix - np.float32(intrinsics.cx)) * zz / np.float32(intrinsics.fx)
-    xyz[:, 1] = (v_pix - np.float32(intrinsics.cy)) * zz / np.float32(intrinsics.fy)
+    xyz[:, 0] = np.broadcast_to(ray_x, z.shape)[valid] * zz
+    xyz[:, 1] = np.broadcast_to(ray_y[:, None], z.shape)[valid] * zz
     xyz[:, 2] = zz
-    rc, cc = rows[vv], cols[uu]
-    instance = instance_image[rc, cc]
+    colour_at = (rows[:, None] * wc + cols[None, :])[valid]  # flat index into the colour images
+    instance = np.ravel(instance_image).take(colour_at)
     n = len(instance_scores)
     centroids, extents, counts = instance_statistics(xyz, instance, n)
-    label = label_image[rc, cc]
+    label = np.ravel(label_image).take(colour_at)
     keep = label != UNLABELED if config.labeled_only else slice(None)
     points = np.empty((int(np.count_nonzero(keep)) if config.labeled_only else zz.size,), POINT_DTYPE)
     points["x"], points["y"], points["z"] = xyz[keep, 0], xyz[keep, 1], xyz[keep, 2]
-    points["rgb"] = _pack_rgb(image[rc[keep], cc[keep]])
+    points["rgb"] = _pack_rgb(image.reshape(-1, 3).take(colour_at[keep], axis=0))
     points["label"], points["instance"] = label[keep], instance[keep]
     score_of = np.zeros((n + 1,), np.float32)
     score_of[1:] = instance_scores
