@@ -6,6 +6,7 @@
 
 Writes per frame: labels/<name>.png (uint16 class ids, 65535 = unlabeled), instance_ids/<name>.png
 (uint16, 0 = no mask), overlays/<name>.png (RGB overlay), instances/<name>.json; and summary.json.
+With --depth (sfs_ros/cli_depth.py) also points/<name>.ply, the semantic point cloud.
 """
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ from typing import Iterator
 import cv2
 
 from sfs_ros.core import options
+from sfs_ros.core.backends import command as export
 from sfs_ros.core.frame import Frame, Result, SfsError, instance_records
+from sfs_ros.cli_prompt import add_prompt_command
+from sfs_ros.cli_depth import add_depth_arguments, depth_input, with_depth
+from sfs_ros.ply import write_ply
 from sfs_ros.core.fusion import mark_random
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -105,6 +110,7 @@ def instances_json(result: Result) -> dict:
         "proposals": [{"class_id": c, "class_name": n, "score": sc} for c, n, sc in r.proposals],
         "box_xyxy": list(r.box), "area": r.area, "mask_score": r.mask_score,
         "track_age": r.track_age, "track_hits": r.track_hits, "label_smoothed": r.label_smoothed,
+        "centroid_m": list(r.centroid), "extent_m": list(r.extent), "point_count": r.point_count,
     } for r in instance_records(result)]
     return {
         "frame": result.frame.frame_id,
@@ -139,6 +145,9 @@ class ResultWriter:
             overlay = mark_random(result.overlay) if result.random_weights else result.overlay
             cv2.imwrite(str(self.out / "overlays" / f"{name}.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         (self.out / "instances" / f"{name}.json").write_text(json.dumps(instances_json(result), indent=1))
+        if result.geometry is not None:  # --depth: the semantic cloud (sfs_ros/cli_depth.py)
+            (self.out / "points").mkdir(exist_ok=True)
+            write_ply(self.out / "points" / f"{name}.ply", result.geometry.points)
         with self.done:
             self.frames += 1
             self.masks += len(result.masks)
@@ -156,6 +165,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     source = Path(args.input)
     values = options.values_from_args(args)  # every option checked before a model loads
     total = count_frames(source)  # no input, no images: say so before a model loads
+    depth = depth_input(args, values["depth_scale"], total)  # likewise for --depth
     configs = build_configs(values)
     segmenter, labeler = load_models(configs)
     vocabulary = vocabulary_for(labeler, values)
@@ -166,13 +176,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     errors: list[str] = []
     pipeline = Pipeline(segmenter, labeler, writer, lambda stage, frame, exc: errors.append(
         f"{frame.source or frame.seq}: {stage}: {exc}"), drop=False, queue_size=2,
-        tracking=configs.tracking)  # frames in order: a video's or a folder's, sorted by name
+        tracking=configs.tracking, geometry=configs.geometry)  # frames in order: a video's or a folder's, sorted by name
     progress = tqdm(total=total, unit="frame", disable=args.quiet)
     submitted = 0
     t_start = time.monotonic()
     with pipeline:
         last = 0
-        for frame in read_frames(source):
+        for frame in with_depth(read_frames(source), depth):
             pipeline.submit(frame)
             submitted += 1
             progress.update(writer.frames - last)
@@ -219,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", default="out/sfs", help="output folder")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     options.add_arguments(seg)
+    add_depth_arguments(seg)  # --depth, --intrinsics, --camera-info (#15)
     seg.set_defaults(func=cmd_segment)
+    add_prompt_command(sub)  # sfs prompt (#16): points, boxes, texts on one image
+    export.add_parser(sub)  # sfs export (#17): exported backends built ahead
     return parser
 
 
