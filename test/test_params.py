@@ -92,7 +92,7 @@ def _other_value(option):
         return (1.0, 2.0)
     if option.name == "prompt_negatives":
         return ("sky", "ground")
-    return {"device": "cpu"}.get(option.name, value + ".other")
+    return {"device": "cpu", "clip_device": "cpu", "semantic_device": "cpu"}.get(option.name, value + ".other")
 
 
 @pytest.mark.parametrize("option", [o for o in params.PARAMS if o.cli], ids=lambda o: o.name)
@@ -113,7 +113,7 @@ def test_every_core_option_reaches_the_core_from_the_node_and_both_commands(opti
     else:
         argv = [option.cli_flag, *flag_value]
     base = _tuples(options.defaults())
-    if option.name in ("semantic_checkpoint", "min_vote_share"):  # only semantic-* read them
+    if option.name in ("semantic_checkpoint", "min_vote_share", "semantic_device"):  # semantic-* only
         base["labeling_mode"] = "semantic-hybrid"
         argv += ["--labeling", "semantic-hybrid"]
     from_node = build_configs({**base, option.name: value})

@@ -68,13 +68,22 @@ class DenseClip:
             x = x.transpose(0, 1)
         return x, gh, gw
 
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, gh*gw, D) L2-normalised text-aligned patch
+        features: the whole dense computation, and the graph core/backends/clip.py exports."""
+        x, _, _ = self.trunk(pixels)
+        x = self._clear_attention(self.visual.transformer.resblocks[-1], x)
+        tokens = self.visual.ln_post(x[:, 1:]) @ self.visual.proj
+        return F.normalize(tokens.float(), dim=-1)
+
+    def grid(self, pixels: torch.Tensor) -> tuple[int, int]:
+        """The patch grid (gh, gw) of an input."""
+        return pixels.shape[-2] // self.patch, pixels.shape[-1] // self.patch
+
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """(1, 3, H, W) normalised image -> (gh, gw, D) L2-normalised text-aligned features."""
-        x, gh, gw = self.trunk(pixels)
-        x = self._clear_attention(self.visual.transformer.resblocks[-1], x)
-        tokens = self.visual.ln_post(x[:, 1:]) @ self.visual.proj
-        return F.normalize(tokens.float(), dim=-1).reshape(gh, gw, -1)
+        return self.tokens(pixels)[0].reshape(*self.grid(pixels), -1)
 
     @staticmethod
     def _clear_attention(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,8 @@ class SegmenterConfig:
     device: str = "auto"
     min_area: int = 100  # masks smaller than this many pixels are dropped
     random_weights: bool = False
+    backend: str = "torch"  # options.BACKENDS; others run an exported copy (core/backends/)
+    export_missing: bool = True  # export a backend model missing from the cache on load
 
     def validate(self) -> None:
         if not 32 <= self.imgsz <= 4096 or self.imgsz % 32:
@@ -261,6 +263,12 @@ class Segmenter:
                         "masks are meaningless, outputs are marked random_weights", checkpoint)
         grid = config.mask_resolution != "full"
         self.predictor = low_res_predictor(GRID_FACTORS[config.mask_resolution]) if grid else None
+        self.exported: Path | None = None  # the exported model run instead (`backend`)
+        if config.backend != "torch":
+            from sfs_ros.core.backends.fastsam import backend_predictor, exported_fastsam
+
+            self.model, self.exported = exported_fastsam(checkpoint, config, self.device)
+            self.predictor = backend_predictor(config.backend, self.predictor, self.exported)
         self.stream = new_stream(self.device)
 
     @property
@@ -271,7 +279,8 @@ class Segmenter:
     def describe(self) -> dict:
         """The settings in effect and the checkpoint file, for reports and summaries (the
         counterpart of MaskLabeler.describe)."""
-        return {**asdict(self.config), "checkpoint": str(self.checkpoint)}
+        return {**asdict(self.config), "checkpoint": str(self.checkpoint),
+                "exported": str(self.exported) if self.exported else None}
 
     def segment(self, image: np.ndarray) -> Masks:
         """All masks of an RGB image over the image, min_area filtering applied.
