@@ -11,15 +11,14 @@ from visualization_msgs.msg import Marker
 
 from sfs_ros.core.frame import Frame, Labels, Masks, Result
 from sfs_ros.core.geometry import Geometry, GeometryError
-from sfs_ros.ros.rgbd import (
+from sfs_ros.ros.depth_input import (
     PAIR_BUFFER,
-    DepthLink,
     StampPairer,
     depth_metres,
     intrinsics_of,
-    marker_array,
     sibling_camera_info,
 )
+from sfs_ros.ros.rgbd import DepthLink, marker_array
 
 MS = 1_000_000
 
@@ -82,6 +81,10 @@ def test_colour_does_not_wait_when_no_depth_flows():
     p.add_depth(5 * MS, "d", now=10.0)
     assert p.add_colour(10 * MS, "c1", now=10.5) == []  # depth flowing: waits
     assert p.add_colour(20 * MS, "c2", now=12.0) == [("c1", None), ("c2", None)]  # silent again
+    assert p.add_colour(30 * MS, "c3", now=12.0) == [("c3", None)]
+    p.add_depth(35 * MS, "d", now=12.0)
+    assert p.add_colour(40 * MS, "c4", now=12.0) == []
+    assert p.flush() == [("c4", None)] and p.waiting == 0  # the end of a recording
 
 
 def _depth_msg(pixels: np.ndarray, encoding: str, stamp=Time(sec=5), frame_id="depth_optical") -> Image:
