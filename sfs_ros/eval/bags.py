@@ -50,6 +50,10 @@ class Sample:
     bad: BadFrame | None = None
     msgtype: str = ""
     raw: bytes | None = None  # the serialized image message, when asked for (live replay)
+    #: Depth paired by stamp (HINT/`depth_for`), (H, W) float32 metres, its intrinsics and frame.
+    depth: np.ndarray | None = None
+    intrinsics: Any = None
+    depth_frame_id: str = ""
 
 
 @dataclass
@@ -61,6 +65,7 @@ class ReadStats:
     gt_in_shard: int = 0
     images_without_gt: int = 0
     gt_without_image: int = 0
+    without_depth: collections.Counter = field(default_factory=collections.Counter)  # reason -> images
 
 
 def shard_of(image_topic: str, stamp: Stamp, count: int) -> int:
@@ -97,11 +102,13 @@ class BagInput:
         gt_ignore: int | None = None,
         shard: tuple[int, int] = (0, 1),
         max_pending: int = 64,
+        depth_scale: float = 0.001,
     ) -> None:
         from rosbags.rosbag2 import Reader
 
         self.path = Path(path)
         self.gt_ignore, self.shard, self.max_pending = gt_ignore, shard, max_pending
+        self.depth_scale = depth_scale
         if not self.path.exists():
             raise BagError(f"bag {self.path} does not exist")
         try:
@@ -117,6 +124,7 @@ class BagInput:
         self.hints = _custom_data(self._reader)
         try:
             self.image_topics, self.gt_for = self._resolve(list(image_topics), list(gt_topics))
+            self.depth_for = self._find_depth()
         except BaseException:
             self.close()
             raise
@@ -136,7 +144,8 @@ class BagInput:
             if hint_image in self.topics:
                 image_topics = [hint_image]
             else:
-                found = [t for t, (m, _) in self.topics.items() if m in images.IMAGE_TYPES and t not in gt_topics]
+                found = [t for t, (m, _) in self.topics.items() if m in images.IMAGE_TYPES
+                         and t not in gt_topics and "depth" not in t]
                 if len(found) != 1:
                     what = "no image topic" if not found else f"{len(found)} image topics"
                     raise BagError(f"bag {self.path} has {what}; choose with --image-topic (topics: {listing})")
@@ -155,6 +164,20 @@ class BagInput:
                 raise BagError(f"topic {topic} has no messages in bag {self.path}")
         gt_for = {t: (gt_topics[i] if gt_topics else None) for i, t in enumerate(image_topics)}
         return image_topics, gt_for
+
+    def _find_depth(self) -> dict[str, tuple[str, str]]:
+        """image topic -> (depth topic, its camera_info topic): when the bag has one camera and
+        exactly one sensor_msgs/Image topic named *depth* with a sibling sensor_msgs/CameraInfo
+        topic. Else {} (no 3D: ambiguous bags are evaluated in 2D)."""
+        from sfs_ros.ros.depth_input import sibling_camera_info
+
+        info_type = "sensor_msgs/msg/CameraInfo"
+        found = [t for t, (m, _) in self.topics.items() if m == "sensor_msgs/msg/Image"
+                 and "depth" in t and t not in self.image_topics and t not in self.gt_for.values()
+                 and self.topics.get(sibling_camera_info(t), ("",))[0] == info_type]
+        if len(found) != 1 or len(self.image_topics) != 1:
+            return {}
+        return {self.image_topics[0]: (found[0], sibling_camera_info(found[0]))}
 
     def describe_topics(self) -> str:
         return ", ".join(f"{t} [{m}, {n} msgs]" for t, (m, n) in sorted(self.topics.items())) or "no topics"
@@ -181,13 +204,19 @@ class BagInput:
         store, (mine, count) = typestore(), self.shard
         image_of = {gt: img for img, gt in self.gt_for.items() if gt}
         wanted = set(self.image_topics) | set(image_of)
+        depth = _DepthPairing(self.depth_for, self.depth_scale, self.stats)
+        wanted |= set(depth.topics)
         pairs = _Pairing(self.max_pending, self.stats)
         index: collections.Counter = collections.Counter()
         for conn, log_time, raw in self._messages([c for c in self._reader.connections if c.topic in wanted]):
             self.stats.messages[conn.topic] += 1
             msg, bad = _deserialize(store, raw, conn.msgtype)
             stamp = _stamp(msg) if msg is not None else Stamp.from_ns(log_time)
-            if conn.topic in self.gt_for:  # a camera image
+            if conn.topic in depth.topics:  # depth or camera_info: same shard as its image
+                if msg is not None and shard_of(depth.topics[conn.topic], stamp, count) == mine:
+                    for ready in depth.message(conn.topic, msg, log_time):
+                        yield from pairs.image(ready)
+            elif conn.topic in self.gt_for:  # a camera image
                 sample = Sample(conn.topic, index[conn.topic], log_time, stamp, bad=bad, msgtype=conn.msgtype)
                 index[conn.topic] += 1
                 if shard_of(conn.topic, stamp, count) != mine:
@@ -199,7 +228,8 @@ class BagInput:
                 if keep_raw:
                     sample.raw = bytes(raw)
                 sample.gt_topic = self.gt_for[conn.topic] if bad is None else None
-                yield from pairs.image(sample)
+                for ready in depth.image(sample):
+                    yield from pairs.image(ready)
             else:  # a ground-truth label image
                 if shard_of(image_of[conn.topic], stamp, count) != mine:
                     continue
@@ -208,6 +238,8 @@ class BagInput:
                 if msg is not None:
                     ids, bad = _decode(images.to_labels, msg, conn.msgtype, self.gt_ignore)
                 yield from pairs.label((image_of[conn.topic], stamp), (ids, bad))
+        for ready in depth.flush():
+            yield from pairs.image(ready)
         yield from pairs.flush()
         self._check_complete()
 
@@ -334,6 +366,57 @@ class _Pairing:
             sample.bad = BadFrame(f"bad ground truth ({bad.reason})", bad.detail)
         sample.gt = ids
         return sample
+
+
+class _DepthPairing:
+    """Gives camera images their depth (exact header stamps, ros/depth_input.StampPairer) and
+    the latest camera_info's intrinsics; an image that gets none is counted by reason in
+    `ReadStats.without_depth` and evaluated in 2D."""
+
+    def __init__(self, depth_for: dict[str, tuple[str, str]], depth_scale: float, stats: ReadStats) -> None:
+        from sfs_ros.ros.depth_input import StampPairer
+
+        self.depth_scale, self.stats = depth_scale, stats
+        #: depth or camera_info topic -> its image topic
+        self.topics = {t: image for image, pair in depth_for.items() for t in pair}
+        self.depth_for = depth_for
+        # offline: exact stamps, and an image always waits (bounded) for its depth
+        self.pairers = {image: StampPairer(0, silence_s=float("inf")) for image in depth_for}
+        self.info: dict[str, Any] = {}  # image topic -> latest CameraInfo
+
+    def image(self, sample: Sample) -> list[Sample]:
+        pairer = self.pairers.get(sample.topic)
+        if pairer is None or sample.bad is not None:
+            return [sample]
+        return self._attach(pairer.add_colour(sample.stamp.ns, sample, sample.log_time * 1e-9))
+
+    def message(self, topic: str, msg: Any, log_time: int) -> list[Sample]:
+        image = self.topics[topic]
+        if topic == self.depth_for[image][1]:
+            self.info[image] = msg
+            return []
+        return self._attach(self.pairers[image].add_depth(_stamp(msg).ns, msg, log_time * 1e-9))
+
+    def flush(self) -> list[Sample]:
+        return self._attach([p for pairer in self.pairers.values() for p in pairer.flush()])
+
+    def _attach(self, pairs: list[tuple[Sample, Any]]) -> list[Sample]:
+        from sfs_ros.core.geometry import GeometryError
+        from sfs_ros.ros.depth_input import depth_metres, intrinsics_of
+
+        for sample, msg in pairs:
+            info = self.info.get(sample.topic)
+            if msg is None or info is None:
+                self.stats.without_depth["depth_unpaired" if msg is None else "no_camera_info"] += 1
+                continue
+            try:
+                sample.depth = depth_metres(msg, self.depth_scale)
+                sample.intrinsics = intrinsics_of(info, sample.depth.shape, self.depth_for[sample.topic][1])
+                sample.depth_frame_id = str(msg.header.frame_id)
+            except GeometryError as exc:
+                sample.depth = None
+                self.stats.without_depth[exc.reason] += 1
+        return [sample for sample, _ in pairs]
 
 
 def _pop(queue: collections.OrderedDict, key: Any) -> Any:

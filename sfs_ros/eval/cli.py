@@ -63,7 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_bag and (out / OUTPUT_BAG).exists():
         raise EvalError(f"{out / OUTPUT_BAG} exists already: remove it, choose another --out, or pass --no-bag")
     values = options.values_from_args(args)  # every option checked before the bag is read
-    with BagInput(args.bag, args.image_topic or (), args.gt_topic or (), args.gt_ignore, shard) as source:
+    with BagInput(args.bag, args.image_topic or (), args.gt_topic or (), args.gt_ignore, shard,
+                  depth_scale=values["depth_scale"]) as source:
         vocabulary = resolve_vocabulary(args.vocabulary, source)
         check_vocabulary(source, vocabulary)
         if args.mode == "live":
@@ -117,7 +118,10 @@ def _run_direct(args: argparse.Namespace, values: dict[str, Any], source: BagInp
     )
     from sfs_ros.core.tracker import tracker_config
 
-    return evaluate(source, segmenter, labeler, options, settings, tracking=tracker_config(values))
+    from sfs_ros.core.geometry import GeometryConfig
+
+    return evaluate(source, segmenter, labeler, options, settings, tracking=tracker_config(values),
+                    geometry=GeometryConfig.from_values(values))
 
 
 def summary_line(report: dict) -> str:

@@ -103,6 +103,17 @@ def image(hdr: Any, array: np.ndarray, encoding: str) -> Any:
     )
 
 
+def point_cloud(hdr: Any, points: np.ndarray) -> Any:
+    """sensor_msgs/PointCloud2 of a structured array, laid out as the node's ~/points."""
+    from sfs_ros.ros.cloud import cloud_layout
+
+    layout = cloud_layout(points)
+    field = _t("sensor_msgs/msg/PointField")
+    fields = [field(name=n, offset=o, datatype=d, count=c) for n, o, d, c in layout.pop("fields")]
+    data = np.frombuffer(np.ascontiguousarray(points).tobytes(), np.uint8)
+    return _t("sensor_msgs/msg/PointCloud2")(header=hdr, fields=fields, data=data, **layout)
+
+
 def compressed_image(hdr: Any, fmt: str, data: bytes) -> Any:
     return _t("sensor_msgs/msg/CompressedImage")(
         header=hdr, format=fmt, data=np.frombuffer(data, np.uint8)

@@ -22,6 +22,7 @@ from typing import Any
 
 from sfs_ros.core.frame import Frame, Result, SfsError
 from sfs_ros.core.fusion import mark_random
+from sfs_ros.core.geometry import GeometryConfig
 from sfs_ros.core.labeler import Labeler
 from sfs_ros.core.pipeline import Pipeline
 from sfs_ros.core.segmenter import Segmenter
@@ -218,6 +219,9 @@ class _Run:
             over = mark_random(result.overlay) if result.random_weights else result.overlay
             self.bag.write(f"{ns}/overlay", t, messages.image(hdr, over, "rgb8"))
         self.bag.write(f"{ns}/instances", t, messages.instances(result, hdr))
+        if result.geometry is not None:  # the bag had depth + camera_info: ~/points, as the node
+            depth_hdr = messages.header(sample.stamp, sample.depth_frame_id)
+            self.bag.write(f"{ns}/points", t, messages.point_cloud(depth_hdr, result.geometry.points))
 
 
 def frame_of(sample: Sample, read_s: float) -> Frame:
@@ -233,7 +237,8 @@ def frame_of(sample: Sample, read_s: float) -> Frame:
     """
     assert sample.image is not None
     return Frame(sample.image, stamp=sample.stamp, frame_id=sample.frame_id, source=sample.topic,
-                 seq=sample.index, tag=Tagged(sample, read_s))
+                 seq=sample.index, tag=Tagged(sample, read_s), depth=sample.depth,
+                 intrinsics=sample.intrinsics)
 
 
 def report_inputs(source: BagInput) -> dict:
@@ -253,6 +258,7 @@ def evaluate(
     options: RunOptions,
     settings: dict | None = None,
     tracking: TrackerConfig | None = None,
+    geometry: GeometryConfig = GeometryConfig(),
 ) -> dict:
     """Run every frame of `source` (its shard) through the pipeline; returns the report dict.
 
@@ -275,7 +281,8 @@ def evaluate(
     out_dir = Path(options.out_dir)
     run = _Run(source, vocabulary, (labeler.threshold, labeler.threshold_kind), options, report)
     run.pipeline = pipeline = Pipeline(segmenter, labeler, run.on_result, run.on_error, drop=False,
-                                       overlay=options.write_bag, tracking=tracking)
+                                       overlay=options.write_bag, tracking=tracking,
+                                       geometry=geometry)
     if options.write_bag:
         out_dir.mkdir(parents=True, exist_ok=True)
         custom = {"sfs_eval.random_weights": str(random_weights).lower(), "sfs_eval.source_bag": str(source.path),
@@ -294,6 +301,7 @@ def evaluate(
         "scored": run.scored,
         "without_gt": sum(1 for f in report["per_frame"] if not f["scored"]),
         "gt_without_image": source.stats.gt_without_image,
+        "without_depth": dict(sorted(source.stats.without_depth.items())),
         "skipped": dict(sorted(run.skips.items())),
         "pipeline_errors": stats.errors,
         "dropped": stats.dropped,

@@ -3,8 +3,8 @@
 A structured array of plain numeric fields maps one-to-one onto a PointCloud2: each field a
 PointField at its byte offset, `point_step` the dtype's itemsize, one unorganised row
 (height 1). The semantic cloud uses `sfs_ros.core.geometry.POINT_DTYPE` (README, "RGB-D").
-No rclpy import at module level beyond the message classes, and `cloud_layout` is message-free
-so the evaluator's rosbags writer fills the same fields.
+sensor_msgs is imported by `to_cloud` only: `cloud_layout` and `from_cloud` are message-free, so
+the evaluator's rosbags writer (eval/messages.py) fills the same fields without a ROS build.
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import sys
 from typing import Any
 
 import numpy as np
-from sensor_msgs.msg import PointCloud2, PointField
-
 from sfs_ros.core.frame import SfsError
 
 #: sensor_msgs/PointField datatype of each numpy kind (little-endian base types).
@@ -44,8 +42,10 @@ def cloud_layout(points: np.ndarray) -> dict[str, Any]:
                 point_step=step, row_step=step * int(points.size), is_dense=True)
 
 
-def to_cloud(points: np.ndarray, header: Any) -> PointCloud2:
-    """PointCloud2 of a 1-D structured array (native byte order), stamped with `header`."""
+def to_cloud(points: np.ndarray, header: Any) -> Any:
+    """sensor_msgs/PointCloud2 of a 1-D structured array (native byte order), with `header`."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
     layout = cloud_layout(points)
     fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in layout.pop("fields")]
     data = array.array("B")

@@ -42,7 +42,9 @@ class StampPairer(Generic[A, B]):
     """Pairs colour items with depth items by stamp (ns): exact or nearest within `slop_ns`.
 
     Every call returns the colour items that are settled, oldest first, each with its depth
-    item or None. A colour item waits (bounded) only while depth is flowing; it leaves unpaired
+    item or None. A colour item waits (bounded) only while depth is flowing (a depth item came
+    within `silence_s` on the caller's clock `now`; inf: always wait, as offline readers do);
+    it leaves unpaired
     when a newer colour pairs, when a depth newer than its stamp + slop arrives (depth comes in
     stamp order, so none can match it any more), or when the buffer overflows. Counters:
     `paired`, `unpaired_colour`, `unpaired_depth` (depth dropped from a full buffer),
@@ -53,7 +55,7 @@ class StampPairer(Generic[A, B]):
         self.slop_ns, self.size, self.silence_s = slop_ns, size, silence_s
         self._colour: collections.deque[tuple[int, A]] = collections.deque()
         self._depth: collections.deque[tuple[int, B]] = collections.deque()
-        self._last_depth: float | None = None
+        self._last_depth = float("-inf")  # `now` of the last depth item
         self.paired = self.unpaired_colour = self.unpaired_depth = self.depth_seen = 0
 
     def _nearest(self, items: collections.deque, stamp: int) -> int | None:
@@ -76,7 +78,7 @@ class StampPairer(Generic[A, B]):
             del self._depth[found]
             self.paired += 1
             return [*self._release_older(stamp), (item, depth)]
-        if self._last_depth is None or now - self._last_depth > self.silence_s:
+        if now - self._last_depth > self.silence_s:  # no depth flows: do not wait
             self.unpaired_colour += 1
             return [*self._release_older(stamp), (item, None)]
         self._colour.append((stamp, item))
