@@ -176,3 +176,15 @@ def test_markers_replace_the_last_frame_and_follow_the_overlay_colours():
     assert (box.scale.x, box.scale.y, box.scale.z) == pytest.approx((0.3, 0.2, 0.01))
     assert (box.color.r, box.color.g) == (0.0, 1.0)  # class 1's palette colour
     assert text.text == "box 0.70"
+
+
+def test_rviz_config_shows_the_cloud_and_the_boxes():
+    import pathlib
+
+    import yaml
+
+    config = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config" / "sfs.rviz").read_text())
+    displays = {d["Class"]: d for d in config["Visualization Manager"]["Displays"]}
+    cloud = displays["rviz_default_plugins/PointCloud2"]
+    assert cloud["Topic"]["Value"] == "/sfs_node/points" and cloud["Color Transformer"] == "RGB8"
+    assert displays["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == "/sfs_node/markers"
