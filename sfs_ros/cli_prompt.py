@@ -80,8 +80,7 @@ def write(out: Path, selection, prompt: Prompt, timings: dict[str, float]) -> No
     for old in (out / "masks").glob("*.png"):  # a rerun into the same folder
         old.unlink()
     result = selection.result
-    cv2.imwrite(str(out / "mask.png"), selection.mask.astype(np.uint8) * np.uint8(255)
-                if len(selection) else np.zeros(result.masks.image_shape, np.uint8))
+    cv2.imwrite(str(out / "mask.png"), selection.mask.astype(np.uint8) * np.uint8(255))
     records = selection.records()
     for rank, (index, record) in enumerate(zip(selection.indices, records)):
         mask = result.masks.subset(np.array([index])).masks[0]

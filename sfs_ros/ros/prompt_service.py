@@ -154,9 +154,7 @@ class PromptService:
             self.node.get_logger().warning(f"segment_prompt refused: {response.message}",
                                            throttle_duration_sec=CLICK_LOG_PERIOD_S)
             return response
-        height, width = selection.result.masks.image_shape
-        mask = selection.mask.astype(np.uint8) * np.uint8(255) if len(selection) else (
-            np.zeros((height, width), np.uint8))
+        mask = selection.mask.astype(np.uint8) * np.uint8(255)  # all zero when none is selected
         response.success = True
         response.message = (f"{len(selection)} of {len(selection.result.masks)} masks of "
                             f"{source}" + (f" ({', '.join(sorted(set(selection.texts)))})"
