@@ -390,7 +390,7 @@ def shift_mask(mask: np.ndarray, shape: tuple[int, ...], dy: float, dx: float) -
     return out.reshape(-1)
 
 
-def config_from_values(values: Any) -> TrackerConfig | None:
+def tracker_config(values: Any) -> TrackerConfig | None:
     """The TrackerConfig of option values (TRACKING_OPTIONS names), None when tracking is off."""
     if not values["tracking"]:
         return None
