@@ -193,3 +193,19 @@ def test_bad_intrinsics_and_sizes_say_why():
     assert err.value.reason == "depth_size"
     with pytest.raises(Exception, match="below"):
         GeometryConfig(min_range=3.0, max_range=2.0)
+
+
+def test_a_large_instance_is_measured_from_a_sample_within_the_same_tolerances():
+    """40 000 points: medians and percentiles come from an even sample (STATS_SAMPLE)."""
+    h, w = 240, 320
+    k = Intrinsics(200.0, 200.0, 160.0, 120.0, w, h)
+    depth = np.full((h, w), 3.0, np.float32)
+    instance = np.zeros((h, w), np.uint16)
+    depth[20:220, 60:260], instance[19:221, 59:261] = 1.0, 1  # face + a flying ring
+    ring = (instance == 1) & (depth == 3.0)
+    depth[ring] = np.linspace(1.1, 2.9, int(ring.sum()), dtype=np.float32)
+    geo = back_project(depth, k, np.zeros((h, w, 3), np.uint8),
+                       np.zeros((h, w), np.uint16), instance, np.ones(1, np.float32))
+    assert np.abs(geo.centroids[0] - [0.0, 0.0, 1.0]).max() < 0.01
+    assert np.abs(geo.extents[0] - [1.0, 1.0, 0.0]).max() < 0.02
+    assert geo.counts[0] == 200 * 200
