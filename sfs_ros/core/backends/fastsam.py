@@ -33,7 +33,7 @@ def exported_fastsam(checkpoint: Path, config: SegmenterConfig, device: torch.de
     `checkpoint` first when the cache lacks it (config.export_missing)."""
     import ultralytics
 
-    from sfs_ros.core.segmenter import _load_checkpoint
+    from sfs_ros.core.segmenter import _load_checkpoint, _restore_threads
 
     require(config.backend, device)
     half = config.half and device.type == "cuda"
@@ -50,10 +50,11 @@ def exported_fastsam(checkpoint: Path, config: SegmenterConfig, device: torch.de
         copy.unlink()
         return Path(out)
 
-    path = build(key, make, config.export_missing, progress)
     from ultralytics import FastSAM
 
-    return FastSAM(str(path)), path
+    with _restore_threads(torch.get_num_threads()):  # the exporter's device setup lowers it
+        path = build(key, make, config.export_missing, progress)
+        return FastSAM(str(path)), path
 
 
 
