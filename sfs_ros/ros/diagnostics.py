@@ -252,6 +252,7 @@ def camera_status(
         ("frames dropped", str(stats.dropped)),
         ("frames stale", str(stats.stale)),
         ("frames out of order", str(stats.out_of_order)),
+        ("rewinds (time jumped back, order check restarted)", str(stats.rewinds)),
         ("errors", str(stats.errors)),
         ("bad inputs", str(snap.bad)),
         ("bad inputs by reason", snap.by_reason),
