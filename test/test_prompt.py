@@ -238,3 +238,19 @@ def test_a_frame_without_embeddings_refuses_texts_with_the_reason(processed, lab
     bare = dataclasses.replace(result, labels=dataclasses.replace(result.labels, embeddings=None))
     with pytest.raises(PromptError, match="no CLIP mask embeddings"):
         select(bare, Prompt(texts=("cup",)), labeler)
+
+
+def test_hybrid_and_dense_modes_keep_embeddings_too(processed, labeler, photo):
+    """hybrid re-scores unsure masks with crops and keeps those masks' crop embeddings (margin
+    1: every mask, so they equal crop mode's); dense pools one embedding per mask."""
+    from sfs_ros.core.labeler import Labeler, LabelerConfig
+
+    _, result = processed
+    hybrid = Labeler(LabelerConfig(random_weights=True, device="cpu", threshold=0.0, mode="hybrid",
+                                   hybrid_margin=1.0))
+    hybrid.use(labeler.bank)
+    labels = hybrid.label(photo, result.masks)
+    np.testing.assert_allclose(labels.embeddings, result.labels.embeddings, atol=1e-5)
+    _, dense = hybrid._dense_probs(photo, result.masks, labeler.bank.embeddings.float())
+    assert dense.shape == labels.embeddings.shape
+    assert np.allclose(dense.norm(dim=1).numpy(), 1.0, atol=1e-4)
