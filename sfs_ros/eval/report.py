@@ -108,6 +108,13 @@ def finish(report: dict, matrix: ConfusionMatrix | None, wall_s: float, wall_s_m
     return report
 
 
+def tracking_section(tracks: int, label_changes: int, label_pairs: int) -> dict:
+    """Tracks made and how often a track's label changed between consecutive frames."""
+    return {"tracks": tracks, "label_changes": label_changes, "label_pairs": label_pairs,
+            "label_flicker": round(label_changes / label_pairs, 4) if label_pairs else 0.0,
+            "flicker_of": "predicted tracks (consecutive frames where a track's label changed)"}
+
+
 def new_report(random_weights: bool, mode: str, inputs: dict, settings: dict, shard: tuple[int, int]) -> dict:
     """The skeleton every run fills; key order is the order a reader sees in the JSON."""
     return {
@@ -300,6 +307,10 @@ def merge(reports: Sequence[dict], allow_partial: bool = False) -> dict:
     merged["skipped_frames"] = [s for r in reports for s in r["skipped_frames"]]
     merged["output_bags"] = [b for r in reports for b in r["output_bags"]]
     merged["per_frame"] = [f for r in reports for f in r["per_frame"]]
+    parts = [r["tracking"] for r in reports if r.get("tracking")]
+    if parts:  # shards track apart: their tracks and sightings add up
+        merged["tracking"] = tracking_section(*(sum(p[k] for p in parts) for k in
+                                                ("tracks", "label_changes", "label_pairs")))
     matrix = None
     k = len(first["settings"]["class_names"])
     for r in reports:

@@ -308,13 +308,10 @@ def evaluate(
         "limited_to": options.max_frames,
     }
     _check_accounting(report["frames"])
-    report["tracking"] = None if tracking is None else {
-        "tracks": sum(t.next_id - 1 for key, t in pipeline.trackers.items() if key),  # "": warm-up
-        "label_flicker": round(sum(f.changes for f in run.flicker.values())
-                               / max(sum(f.pairs for f in run.flicker.values()), 1), 4),
-        "label_pairs": sum(f.pairs for f in run.flicker.values()),
-        "flicker_of": "predicted tracks (frames in a row where a track's label changed)",
-    }
+    if tracking is not None:
+        report["tracking"] = reports.tracking_section(
+            sum(t.next_id - 1 for key, t in pipeline.trackers.items() if key),  # "": warm-up
+            sum(f.changes for f in run.flicker.values()), sum(f.pairs for f in run.flicker.values()))
     if run.bag is not None:
         report["output_bags"].append({"path": str(run.bag.path), "topics": dict(sorted(run.bag.counts.items()))})
     wall = (run.t_last - run.t_first) if run.t_first is not None and run.t_last is not None else 0.0
