@@ -199,6 +199,7 @@ def test_our_message_definitions_match_the_built_ones():
                            np.array([[1, 0]], np.int32), np.array([[0.7, 0.2]], np.float32))
     result.class_names, result.label_image, result.random_weights = ("a", "b"), np.zeros((6, 8), np.uint16), True
     result.vocabulary_version = 3
+    result.tracks = result.geometry = None  # no tracker, no depth
     msg = messages.instances(result, messages.header(Stamp(3, 9), "cam"))
     back = deserialize_message(messages.serialize(msg), InstanceArray)
     (inst,) = back.instances
