@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -45,17 +45,14 @@ class Rig:
         self.scene = make_scene(7, 0, (SIZE, SIZE))
         self.pub, self.out = {}, {}
         for cam, (colour, depth) in TOPICS.items():
-            colour_type = type(jpeg_image(self.scene.image, new_stamp())) if colour.endswith(
-                "compressed") else Image
+            colour_type = CompressedImage if colour.endswith("compressed") else Image
             self.pub[cam] = (tester.create_publisher(colour_type, colour, RELIABLE),
                              tester.create_publisher(Image, depth, RELIABLE),
                              tester.create_publisher(CameraInfo, depth.rsplit("/", 1)[0] + "/camera_info",
                                                      RELIABLE))
-            for name, msg_type in (("points", None), ("markers", MarkerArray),
+            for name, msg_type in (("points", PointCloud2), ("markers", MarkerArray),
                                    ("label_image", Image), ("instances", InstanceArray)):
-                from sensor_msgs.msg import PointCloud2
-
-                self.out[cam, name] = Inbox(tester, msg_type or PointCloud2, f"{NODE}/rgbd_{cam}/{name}")
+                self.out[cam, name] = Inbox(tester, msg_type, f"{NODE}/rgbd_{cam}/{name}")
         self.diag = Inbox(tester, DiagnosticArray, "/diagnostics")
         for cam in TOPICS:
             for pub in self.pub[cam]:
