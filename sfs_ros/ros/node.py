@@ -466,8 +466,10 @@ class SfsNode(LifecycleNode):
                 if cam.subscription is not None:
                     self.destroy_subscription(cam.subscription)
                     cam.subscription = None
-                for sub in cam.depth.subscriptions if cam.depth is not None else ():
-                    self.destroy_subscription(sub)
+                if cam.depth is not None:
+                    for sub in cam.depth.subscriptions:
+                        self.destroy_subscription(sub)
+                    cam.depth.subscriptions = []
             pipelines = [(cam, cam.pipeline) for cam in cameras if cam.pipeline is not None]
         stoppers = [threading.Thread(target=p.stop, args=(timeout,), daemon=True) for _, p in pipelines]
         for thread in stoppers:
