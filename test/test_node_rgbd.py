@@ -176,3 +176,19 @@ def test_missing_or_bad_depth_is_counted_and_2d_outputs_keep_coming(rig):
     _, values = diagnostics_for(rig.diag, NODE, "rgbd_a", lambda s, v: True)
     assert int(values["point clouds published"]) >= 1
     assert values["geometry latency p50 (ms)"] != "n/a"
+
+
+def test_depth_subscriptions_come_back_after_deactivate_and_activate(rig):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert rig.link("a").subscriptions == []
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    for pub in rig.pub["a"]:
+        wait_until(lambda: pub.get_subscription_count() > 0, 20, f"{pub.topic_name} matched again")
+    stamp = new_stamp()
+    rig.send_info("a")
+    wait_until(lambda: rig.link("a").info is not None, 10, "camera_info taken")
+    rig.send_depth_and_wait("a", stamp)
+    rig.send_colour("a", stamp)
+    _check_cloud(rig, rig.out["a", "points"].with_stamp(stamp), "a")
