@@ -39,9 +39,11 @@ from sfs_ros.synth.motion import make_sequence
 
 VARIANTS: dict[str, TrackerConfig | None] = {
     "no tracking (mask index, raw labels)": None,
+    "tracking, no smoothing, IoU only (no motion model, no centre pass)":
+        TrackerConfig(label_smoothing=0.0, motion=False, centre_gate=0.0),
+    "tracking, no smoothing, no centre pass": TrackerConfig(label_smoothing=0.0, centre_gate=0.0),
     "tracking, no smoothing, no motion model": TrackerConfig(label_smoothing=0.0, motion=False),
     "tracking, no smoothing": TrackerConfig(label_smoothing=0.0),
-    "tracking + smoothing, no motion model": TrackerConfig(motion=False),
     "tracking + smoothing (defaults)": TrackerConfig(),
     "tracking + smoothing 0.85": TrackerConfig(label_smoothing=0.85),
 }

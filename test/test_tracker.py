@@ -109,12 +109,25 @@ def test_constant_velocity_prediction_keeps_a_fast_object():
     """12 px squares moving 10 px a frame overlap their last position by IoU 1/11: without the
     prediction each frame starts a new track, with it the id holds."""
     path = [squares((2 + 10 * k, 20), size=12) for k in range(6)]
-    with_motion, without = Tracker(TrackerConfig(motion=True)), Tracker(TrackerConfig(motion=False))
+    with_motion = Tracker(TrackerConfig(motion=True, centre_gate=0.0))
+    without = Tracker(TrackerConfig(motion=False, centre_gate=0.0))
     # the velocity is learnt from the first two frames, which overlap enough
     first = [squares((2, 20), size=12), squares((5, 20), size=12)]
     for masks in first + path[1:]:
         a, b = ids(with_motion, masks), ids(without, masks)
     assert a == [1] and b != [1]
+
+
+def test_the_centre_distance_pass_takes_an_object_faster_than_its_size():
+    """From its first frame a 12 px square moves 14 px a frame: no overlap at all, so only the
+    second pass (centre within one box diagonal, similar area) keeps its id; a square of another
+    size in the same place is not taken for it."""
+    path = [squares((2 + 14 * k, 20), size=12) for k in range(4)]
+    near, off = Tracker(TrackerConfig()), Tracker(TrackerConfig(centre_gate=0.0))
+    for masks in path:
+        a, b = ids(near, masks), ids(off, masks)
+    assert a == [1] and b == [4]
+    assert ids(near, squares((2 + 14 * 4, 20), size=30)) == [2]
 
 
 def test_resets_on_vocabulary_change_time_going_back_and_grid_change():

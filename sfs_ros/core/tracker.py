@@ -60,6 +60,7 @@ class TrackerConfig:
     relabel_every: int = 1  # confirmed, confident tracks are labeled every N frames (1 = always)
     confident: float = 0.5  # least smoothed score for relabel_every to skip the labeler
     motion: bool = True  # constant-velocity prediction of box and mask (BENCHMARKS.md: helps)
+    centre_gate: float = 1.0  # second pass: centre within this many box diagonals (0 = off)
     grid: int = 160  # long side of the association grid for full-resolution masks
 
     def __post_init__(self) -> None:
@@ -71,6 +72,7 @@ class TrackerConfig:
             (self.relabel_every >= 1, "relabel_every must be >= 1"),
             (0.0 <= self.confident <= 1.0, "confident must lie in [0, 1]"),
             (self.grid >= 8, "grid must be >= 8"),
+            (self.centre_gate >= 0.0, "centre_gate must be >= 0"),
         )
         for ok, reason in checks:
             if not ok:
@@ -194,10 +196,18 @@ class Tracker:
 
     def _assign(self, grid_masks: np.ndarray, boxes: np.ndarray, tracks: list[_Track],
                 grid_shape: tuple[int, ...], scale: tuple[float, float]) -> list[tuple[int, int]]:
-        """(mask, track) index pairs: maximum total IoU among pairs at or over track_iou."""
+        """(mask, track) index pairs: first the maximum total IoU among pairs at or over
+        track_iou, then what is left by centre distance (`centre_gate`)."""
         steps = np.array([t.since + 1 for t in tracks], np.float64)[:, None]
         shift = np.stack([t.velocity for t in tracks]) * steps if self.config.motion else np.zeros((len(tracks), 2))
         predicted = np.stack([t.box for t in tracks]) + np.tile(shift, 2)
+        pairs = self._by_iou(grid_masks, boxes, tracks, predicted, shift, grid_shape, scale)
+        if self.config.centre_gate > 0:
+            pairs += self._by_distance(grid_masks, boxes, tracks, predicted, pairs)
+        return pairs
+
+    def _by_iou(self, grid_masks: np.ndarray, boxes: np.ndarray, tracks: list[_Track], predicted: np.ndarray,
+                shift: np.ndarray, grid_shape: tuple[int, ...], scale: tuple[float, float]) -> list[tuple[int, int]]:
         gate = box_overlap(boxes, predicted)
         rows, cols = np.nonzero(gate.any(axis=1))[0], np.nonzero(gate.any(axis=0))[0]
         if not len(rows):
@@ -209,10 +219,26 @@ class Tracker:
         iou = np.zeros(gate.shape)
         iou[np.ix_(rows, cols)] = mask_iou(grid_masks[rows], moved)
         iou[~gate] = 0.0
-        allowed = iou >= self.config.track_iou
-        cost = np.where(allowed, 1.0 - iou, _FORBIDDEN)
-        pick_rows, pick_cols = linear_sum_assignment(cost)
-        return [(int(i), int(j)) for i, j in zip(pick_rows, pick_cols) if allowed[i, j]]
+        return _solve(iou >= self.config.track_iou, 1.0 - iou)
+
+    def _by_distance(self, grid_masks: np.ndarray, boxes: np.ndarray, tracks: list[_Track],
+                     predicted: np.ndarray, taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Leftover masks and tracks whose masks no longer overlap (an object faster than its
+        own size per frame, or one whose speed is not known yet): the nearest centres within
+        `centre_gate` box diagonals of the prediction, areas within a factor of 2."""
+        free_m = np.setdiff1d(np.arange(len(boxes)), [i for i, _ in taken])
+        free_t = np.setdiff1d(np.arange(len(tracks)), [j for _, j in taken])
+        if not len(free_m) or not len(free_t):
+            return []
+        box_t = predicted[free_t]
+        diagonal = np.hypot(box_t[:, 2] - box_t[:, 0], box_t[:, 3] - box_t[:, 1])
+        offset = _centres(boxes[free_m])[:, None, :] - _centres(box_t)[None, :, :]
+        distance = np.hypot(offset[..., 0], offset[..., 1]) / np.maximum(diagonal, 1.0)[None, :]
+        area_m = grid_masks[free_m].sum(axis=1)[:, None]
+        area_t = np.array([tracks[j].mask.sum() for j in free_t])[None, :]
+        similar = (area_m <= 2 * area_t) & (area_t <= 2 * area_m)
+        pairs = _solve(similar & (distance <= self.config.centre_gate), distance)
+        return [(int(free_m[i]), int(free_t[j])) for i, j in pairs]
 
     # ------------------------------------------------------------------ update and labels
     def commit(self, plan: Plan, labels: Labels, num_classes: int, threshold: float) -> tuple[Labels, Tracks]:
@@ -260,8 +286,7 @@ class Tracker:
             track = _Track(self._next_id, mask, box, frame)
             self._next_id += 1
             return track
-        centre = (box[:2] + box[2:]) / 2
-        step = (centre - (track.box[:2] + track.box[2:]) / 2) / (track.since + 1)
+        step = (_centres(box[None])[0] - _centres(track.box[None])[0]) / (track.since + 1)
         track.velocity = step if track.hits == 1 else 0.5 * track.velocity + 0.5 * step
         track.mask, track.box = mask, box
         track.hits += 1
@@ -296,6 +321,18 @@ class Tracker:
             elif track is not None and track.embedding is not None:
                 out[i] = track.embedding
         return out
+
+
+def _solve(allowed: np.ndarray, cost: np.ndarray) -> list[tuple[int, int]]:
+    """Row, column pairs of least total cost among the allowed ones (forbidden pairs cost more
+    than any set of allowed ones, so the solver only takes them when nothing else is left)."""
+    rows, cols = linear_sum_assignment(np.where(allowed, cost, _FORBIDDEN))
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if allowed[i, j]]
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    """(N, 2) x, y centres of xyxy boxes."""
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
 
 
 class _TrackRows:
