@@ -9,7 +9,11 @@ owns it) does two things, class-agnostically:
   `TrackerConfig.grid` cells on the long side). A frame's masks are matched to the tracks by mask
   IoU against the track's mask shifted by its constant-velocity prediction, gated by overlap of
   the (predicted) boxes, as an assignment problem (`scipy.optimize.linear_sum_assignment`); a pair
-  under `track_iou` is never matched.
+  under `track_iou` is never matched by IoU. The masks and tracks left over are then matched by
+  centre distance (within `centre_gate` box diagonals of the prediction, areas within a factor
+  of 2), a second assignment: an object moving more than its own size per frame, or one whose
+  speed is not known yet (its second frame), keeps its id. BENCHMARKS.md ("Tracking") measures
+  both the motion model and this pass on the moving shapes world.
 * **Temporal labels.** Each track accumulates class evidence: an exponential moving average of
   the class-probability vectors the labeler gave it (`Labels.topk_ids/topk_scores` spread over the
   vocabulary), weight `label_smoothing` on the past. The smoothed class is the evidence's argmax,
