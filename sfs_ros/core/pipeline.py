@@ -286,11 +286,11 @@ class Pipeline:
 
     def set_tracking(self, config: TrackerConfig | None) -> None:
         """A new tracker config (running trackers keep their tracks and take it from the next
-        frame), or None: tracking off, the tracks dropped. Safe while running."""
-        with self._label_lock:
-            self.tracking = config
-            if config is None:
-                self.trackers = {}
+        frame), or None: tracking off, the tracks dropped. Safe while running without waiting
+        for the label stage: both are single reference swaps, read once per frame."""
+        if config is None:
+            self.trackers = {}
+        self.tracking = config
 
     def _tracker(self, source: str) -> Tracker | None:
         """The camera's tracker with the current config (label lock held), None when off."""
