@@ -319,3 +319,25 @@ def test_pipeline_relabel_every_sends_only_due_masks_to_the_labeler(segmenter, v
     assert [r.tracks.relabeled.all() for r in out] == [True, False, False, True]
     assert all(len(r.labels) == n for r in out)
     assert out[1].labels.class_ids.tolist() == out[0].labels.class_ids.tolist()
+
+
+def test_pipeline_cloud_and_instance_image_carry_the_track_ids(segmenter, vocab_labeler, photo):
+    """Geometry keys its statistics by mask index; what is published (the instance image and
+    the cloud's instance field) carries the track ids."""
+    from sfs_ros.core.frame import Frame
+    from sfs_ros.core.geometry import Intrinsics
+    from sfs_ros.core.pipeline import Pipeline
+
+    h, w = photo.shape[:2]
+    depth = np.ones((h, w), np.float32)
+    k = Intrinsics(fx=300.0, fy=300.0, cx=w / 2, cy=h / 2, width=w, height=h)
+    p = Pipeline(segmenter, vocab_labeler, lambda r: None, tracking=TrackerConfig())
+    first = p.process(Frame(photo, source="cam", depth=depth, intrinsics=k))
+    p.trackers["cam"]._next_id = 70000  # the next tracks' ids wrap in the uint16 images
+    p.trackers["cam"]._tracks = []
+    out = p.process(Frame(photo, source="cam", depth=depth, intrinsics=k))
+    values = out.tracks.image_values()
+    assert out.tracks.ids.min() == 70000 and values.min() == 70000 - 65535
+    assert set(np.unique(out.instance_image)) - {0} == set(values.tolist())
+    assert set(np.unique(out.geometry.points["instance"])) - {0} <= set(values.tolist())
+    assert np.array_equal(out.geometry.counts, first.geometry.counts)  # still per mask index
