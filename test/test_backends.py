@@ -95,11 +95,11 @@ def test_fastsam_masks_and_boxes_match_torch(backend, resolution, frames):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_clip_embeddings_match_torch(backend, frames):
     from sfs_ros.core.labeler import Labeler
+    from sfs_ros.core.segmenter import Segmenter
 
     reference = Labeler(build_configs(_values("dense")).labeler)
     exported = Labeler(build_configs(_values("dense", backend=backend)).labeler)
-    segmenter = _models("crop", "torch")[0]
-    masks = segmenter.segment(frames[0])
+    masks = Segmenter(build_configs(_values()).segmenter).segment(frames[0])
     crops = reference.make_crops(frames[0], masks)
     cosine = torch.nn.functional.cosine_similarity(
         exported.encode_image(crops), reference.model.encode_image(crops), dim=-1)
