@@ -42,6 +42,8 @@ PARAMETER_ARGUMENTS = {
     "labeling_mode": f"One of {', '.join(LABELING_MODES)}.",
     "semantic_checkpoint": "semantic-*: Hugging Face SegFormer id or local folder.",
     "random_weights": "true: run untrained models (demo/tests without checkpoints).",
+    "backend": "torch, openvino, onnxruntime or tensorrt (exported FastSAM and CLIP image encoder).",
+    "clip_device": "Device of the CLIP labeler (empty in params_file: same as device).",
 }
 #: Launch-only arguments: name -> (default, description).
 LAUNCH_ARGUMENTS = {

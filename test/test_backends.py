@@ -127,12 +127,17 @@ def test_same_labels_as_torch(backend, mode, frames):
     assert labelled >= 4
 
 
-def test_missing_backend_and_missing_export_are_clear_errors(tmp_path):
+def test_backend_that_cannot_run_here_is_a_clear_error():
     with pytest.raises(BackendUnavailable, match="needs CUDA \\+ tensorrt"):
         require("tensorrt", torch.device("cpu"))
+    with pytest.raises(BackendUnavailable, match="openvino runs on the CPU"):
+        require("openvino", torch.device("cuda:0"))
+
+
+@pytest.mark.skipif(not BACKENDS, reason="no exported backend installed")
+def test_missing_export_with_export_missing_off_names_sfs_export():
     with pytest.raises(SfsError, match="sfs export"):
-        _models("crop", BACKENDS[0] if BACKENDS else "onnxruntime", export_missing=False,
-                imgsz=IMGSZ + 32)  # never exported in this run
+        _models("crop", BACKENDS[0], export_missing=False, imgsz=IMGSZ + 32)  # never exported
 
 
 def test_cache_builds_once_and_keys_on_weights(tmp_path):

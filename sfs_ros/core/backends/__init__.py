@@ -50,6 +50,9 @@ def require(backend: str, device: torch.device) -> None:
     if backend == "tensorrt" and device.type != "cuda":
         raise BackendUnavailable(f"backend tensorrt needs CUDA + tensorrt: device is {device}; "
                                  "use backend openvino or onnxruntime on a CPU")
+    if backend == "openvino" and device.type == "cuda":
+        raise BackendUnavailable("backend openvino runs on the CPU here: set device cpu (a cuda "
+                                 "device wants onnxruntime or tensorrt)")
     if not installed(backend):
         raise BackendUnavailable(f"backend {backend} is not installed: pip install "
                                  f"{PACKAGES[backend]} (requirements.txt), or use backend torch")

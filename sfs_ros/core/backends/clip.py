@@ -84,7 +84,7 @@ class ExportedCrops:
         self.path = path  # the exported file
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        out = self.run(pixels.float().cpu().numpy())[0]
+        out = self.run(pixels.cpu().numpy())[0]  # the labeler's dtype, as exported
         return torch.from_numpy(out).to(pixels.device)
 
 
@@ -115,7 +115,7 @@ class ExportedDense:
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         gh, gw = self.dense.grid(pixels)
         self.prepare(gh, gw)
-        out = self._runs[gh, gw][0](pixels.float().cpu().numpy())[0]
+        out = self._runs[gh, gw][0](pixels.cpu().numpy())[0]
         return torch.from_numpy(out[0]).to(pixels.device).reshape(gh, gw, -1)
 
 
