@@ -37,6 +37,7 @@ ROSDEP = {
     "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib",
     "scipy": "python3-scipy",
+    "threadpoolctl": "python3-threadpoolctl",
 }
 #: Top-level module -> the requirements.txt line that installs it (no rosdep key exists).
 PIP_ONLY = {

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from threadpoolctl import ThreadpoolController
 
 from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError
 
@@ -51,6 +52,10 @@ from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError
 ID_WRAP = 65535
 #: Assignment cost of a pair the gate or `track_iou` forbids (more than any allowed sum).
 _FORBIDDEN = 1e6
+#: The mask-IoU product runs on one BLAS thread: OpenBLAS's threads spin against the model
+#: threads of the other stage, which made a 100-mask product 50-100x slower on 2 cores
+#: (0.36-0.7 s instead of 6 ms; BENCHMARKS.md, "Tracking").
+_BLAS = ThreadpoolController()
 
 
 @dataclass(frozen=True)
@@ -412,7 +417,8 @@ def box_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, M) IoU of (N, P) and (M, P) 0/1 float32 masks (one matrix product)."""
-    inter = a @ b.T
+    with _BLAS.limit(limits=1, user_api="blas"):
+        inter = a @ b.T
     union = a.sum(axis=1)[:, None] + b.sum(axis=1)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
