@@ -50,7 +50,9 @@ class _DenseGraph(torch.nn.Module):
 
 def _export(graph: torch.nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str],
             axes: dict[str, dict[int, str]], backend: str) -> Callable[[Path], Path]:
-    """`make` for cache.build: ONNX (float32, CPU copy of the weights), then OpenVINO IR."""
+    """`make` for cache.build: ONNX of `graph` as loaded (the labeler's device and dtype),
+    converted to OpenVINO IR for openvino. The MHA fast-path switch is process-wide for the
+    seconds of the export: other torch threads run the plain (slower) attention meanwhile."""
 
     def make(folder: Path) -> Path:
         onnx_path = folder / "model.onnx"
