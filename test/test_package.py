@@ -50,6 +50,8 @@ PIP_ONLY = {
     "rosbags": "rosbags",
     "mcap": "mcap",
     "mcap_ros2": "mcap-ros2-support",
+    "openvino": "openvino",  # backend openvino (#17), imported only when chosen
+    "onnxruntime": "onnxruntime",  # backend onnxruntime / tensorrt (#17)
 }
 RUNTIME_TAGS = ("depend", "exec_depend")
 
