@@ -4,6 +4,7 @@
     ros2 launch sfs_ros sfs.launch.py vocabulary:="['cup, mug', 'table']" device:=cuda:0 use_rviz:=true
     ros2 launch sfs_ros sfs.launch.py random_weights:=true      # no checkpoints needed (demo)
     ros2 launch sfs_ros sfs.launch.py autostart:=false          # launch drives the lifecycle
+    ros2 launch sfs_ros sfs.launch.py groups:=config/groups.yaml  # one node per camera group
 
 Parameters come from `params_file` (default: share/sfs_ros/config/sfs.yaml); every other
 argument left empty keeps the file's value, a non-empty one overrides it. List arguments
@@ -57,6 +58,10 @@ LAUNCH_ARGUMENTS = {
     "dds_profile": ("", "Fast DDS XML profile for the node (FASTDDS_DEFAULT_PROFILES_FILE), e.g. "
                         "share/sfs_ros/config/fastdds_localhost.xml to keep DDS on loopback with "
                         "large socket buffers; empty keeps the environment."),
+    "groups": ("", "One node per camera group, each with its own devices: a YAML file or an "
+                   "inline YAML list of mappings {name, image_topics, and any node parameter: "
+                   "device, clip_device, backend, ...}; node i is sfs_<name>. Empty: one node, "
+                   "sfs_node. The other arguments apply to every group; a group's own keys win."),
 }
 LIST_PARAMETERS = ("image_topics", "vocabulary")
 BOOL_PARAMETERS = ("random_weights",)
@@ -100,6 +105,53 @@ def parameter_overrides(arguments: dict[str, str]) -> dict[str, object]:
         else:
             overrides[name] = text
     return overrides
+
+
+def parse_groups(text: str) -> list[dict[str, object]]:
+    """The `groups` argument as [{"name": ..., parameter: value, ...}], checked: each group a
+    mapping with a node-name-safe `name` and its own `image_topics`, every other key a node
+    parameter with a valid value, no name or topic in two groups (a camera served twice would
+    cost its models twice). Empty text: no groups (one node)."""
+    import re
+
+    import yaml
+
+    from sfs_ros.ros import params
+
+    text = text.strip()
+    if not text:
+        return []
+    if not text.startswith("["):
+        try:
+            with open(text, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise ValueError(f"groups: {text!r} is neither a YAML list nor a readable file ({exc})") from None
+    groups = yaml.safe_load(text)
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        raise ValueError("groups: expected a non-empty list of mappings {name, image_topics, ...}")
+    seen_names: set[str] = set()
+    seen_topics: set[str] = set()
+    for group in groups:
+        name = str(group.get("name", ""))
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) or name in seen_names:
+            raise ValueError(f"groups: every group needs its own name (letters, digits, _), got {name!r}")
+        seen_names.add(name)
+        topics = group.get("image_topics")
+        group["image_topics"] = topics = parse_list("image_topics", topics) if isinstance(topics, str) else topics
+        if not topics or seen_topics & set(topics):
+            raise ValueError(f"groups: {name}: image_topics must be given and not shared with another group")
+        seen_topics.update(topics)
+        for key, value in group.items():
+            if key == "name":
+                continue
+            option = params.BY_NAME.get(key)
+            if option is None:
+                raise ValueError(f"groups: {name}: {key!r} is not a node parameter")
+            reason = option.validate(tuple(value) if isinstance(value, list) else value)
+            if reason:
+                raise ValueError(f"groups: {name}: {reason}")
+    return groups
 
 
 def _share_dir() -> str:
@@ -150,21 +202,27 @@ def _launch_setup(context, *args, **kwargs):
     env = {}
     if arguments.get("dds_profile"):
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = arguments["dds_profile"]
-    node = LifecycleNode(
-        package="sfs_ros",
-        executable="sfs_node",
-        name="sfs_node",
-        namespace=arguments.get("namespace", ""),
-        parameters=[params_file, parameter_overrides(arguments)],
-        arguments=node_arguments(arguments),
-        additional_env=env,
-        output="screen",
-        emulate_tty=True,
-        sigterm_timeout="5",
-    )
-    actions = [node]
-    if not parse_bool("autostart", arguments.get("autostart", "true")):
-        actions += lifecycle_actions(node)
+    overrides = parameter_overrides(arguments)
+    groups = parse_groups(arguments.get("groups", ""))
+    nodes = {"sfs_node": overrides} if not groups else {
+        f"sfs_{g['name']}": {**overrides, **{k: v for k, v in g.items() if k != "name"}} for g in groups}
+    actions = []
+    for name, node_overrides in nodes.items():
+        node = LifecycleNode(
+            package="sfs_ros",
+            executable="sfs_node",
+            name=name,
+            namespace=arguments.get("namespace", ""),
+            parameters=[params_file, node_overrides],
+            arguments=node_arguments(arguments),
+            additional_env=env,
+            output="screen",
+            emulate_tty=True,
+            sigterm_timeout="5",
+        )
+        actions.append(node)
+        if not parse_bool("autostart", arguments.get("autostart", "true")):
+            actions += lifecycle_actions(node)
     if parse_bool("use_rviz", arguments.get("use_rviz", "false")):
         actions.append(ExecuteProcess(
             cmd=["rviz2", "-d", os.path.join(share, "config", "sfs.rviz")],

@@ -191,3 +191,37 @@ def test_rviz_config_shows_input_overlay_and_labels():
     assert topics == {
         "Input image": "/image", "Overlay": "/sfs_node/overlay", "Label image": "/sfs_node/label_image"
     }
+
+
+def test_groups_start_one_node_per_camera_group(monkeypatch, tmp_path):
+    """groups: one LifecycleNode per group, named sfs_<name>, with its own topics and devices on
+    top of the shared arguments; config/groups.yaml is a valid example."""
+    declared, setup = _declared_and_setup(monkeypatch)
+    front, rear = _run_setup(setup, declared, groups=str(ROOT / "config" / "groups.yaml"),
+                             vocabulary="cityscapes")
+    assert [front.kwargs["name"], rear.kwargs["name"]] == ["sfs_front", "sfs_rear"]
+    assert front.kwargs["parameters"][1] == {
+        "vocabulary": ["cityscapes"], "image_topics": ["/front/image_raw", "/front_left/image_raw"],
+        "device": "cuda:0"}
+    assert rear.kwargs["parameters"][1] == {
+        "vocabulary": ["cityscapes"], "image_topics": ["/rear/image_raw"], "device": "cuda:1",
+        "clip_device": "cpu"}
+    inline = "[{name: a, image_topics: '/a/image, /b/image', device: cpu}]"
+    [node] = _run_setup(setup, declared, groups=inline, autostart="true")
+    assert node.kwargs["parameters"][1]["image_topics"] == ["/a/image", "/b/image"]
+
+
+@pytest.mark.parametrize("text, why", [
+    ("[{image_topics: [/a]}]", "needs its own name"),
+    ("[{name: a, image_topics: [/a]}, {name: a, image_topics: [/b]}]", "needs its own name"),
+    ("[{name: a, image_topics: [/a]}, {name: b, image_topics: [/a]}]", "not shared"),
+    ("[{name: a}]", "image_topics must be given"),
+    ("[{name: a, image_topics: [/a], gpu: 1}]", "'gpu' is not a node parameter"),
+    ("[{name: a, image_topics: [/a], device: tpu}]", "device must be"),
+    ("[]", "expected a non-empty list"),
+    ("[1, 2]", "expected a non-empty list"),
+    ("/no/such/groups.yaml", "neither a YAML list nor a readable file"),
+])
+def test_bad_groups_say_why(text, why):
+    with pytest.raises(ValueError, match=why):
+        load_launch_module().parse_groups(text)
