@@ -27,7 +27,7 @@ $(VENV)/.msgs-built: $(VENV)/.installed $(wildcard msg/*.msg srv/*.srv) CMakeLis
 # (models/shapes/): right labels on the first run, out/demo_shapes/overlays/.
 demo: setup
 	$(PY) tools/sample_images.py out/samples
-	$(VENV)/bin/sfs segment out/samples --vocab coco --max-det 40 --out out/demo --allow-random-weights
+	$(VENV)/bin/sfs segment out/samples --vocab coco --max-det 40 --no-tracking --out out/demo --allow-random-weights
 	$(PY) -m sfs_ros.synth.shapes folder --frames 4 --seed 7 --out out/shapes
 	$(VENV)/bin/sfs segment out/shapes/images --out out/demo_shapes $$($(PY) -m sfs_ros.synth.known_answer crop)
 
