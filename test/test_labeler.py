@@ -66,6 +66,8 @@ def test_threshold_leaves_masks_unlabeled(labeler, photo, masks):
 
 def test_text_cache_hit_and_one_reencode_on_change(labeler, tmp_path, monkeypatch):
     monkeypatch.setenv("SFS_CACHE_DIR", str(tmp_path))  # an empty disk cache
+    # and an empty memory cache: the session's labeler may have met these classes in another file
+    monkeypatch.setattr(labeler, "_memory_cache", {})
     vocab_a = load_vocabulary(["road", "car"])
     vocab_b = load_vocabulary(["road", "car", "bus"])
     before = labeler.text_encodings

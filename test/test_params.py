@@ -13,7 +13,7 @@ from sfs_ros.ros import params
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "sfs.launch.py"
 #: Launch arguments that are not node parameters, and why.
-LAUNCH_ONLY = {"params_file", "namespace", "log_level", "use_rviz", "dds_profile"}
+LAUNCH_ONLY = {"params_file", "namespace", "log_level", "use_rviz", "dds_profile", "groups"}
 
 
 def yaml_parameters() -> dict:
