@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, MaskGrid, SfsError
+from sfs_ros.core.frame import UNLABELED_CLASS, Frame, Labels, Masks, MaskGrid, SfsError
 from sfs_ros.core.tracker import ID_WRAP, Tracker, TrackerConfig, Tracks, shift_mask
 
 H, W = 60, 80
@@ -260,8 +260,6 @@ def vocab_labeler(labeler):
 
 
 def run_frames(pipeline, photo, times_and_sources):
-    from sfs_ros.core.frame import Frame
-
     results = []
     pipeline.on_result = results.append
     with pipeline:
@@ -324,7 +322,6 @@ def test_pipeline_relabel_every_sends_only_due_masks_to_the_labeler(segmenter, v
 def test_pipeline_cloud_and_instance_image_carry_the_track_ids(segmenter, vocab_labeler, photo):
     """Geometry keys its statistics by mask index; what is published (the instance image and
     the cloud's instance field) carries the track ids."""
-    from sfs_ros.core.frame import Frame
     from sfs_ros.core.geometry import Intrinsics
     from sfs_ros.core.pipeline import Pipeline
 
@@ -341,3 +338,18 @@ def test_pipeline_cloud_and_instance_image_carry_the_track_ids(segmenter, vocab_
     assert set(np.unique(out.instance_image)) - {0} == set(values.tolist())
     assert set(np.unique(out.geometry.points["instance"])) - {0} <= set(values.tolist())
     assert np.array_equal(out.geometry.counts, first.geometry.counts)  # still per mask index
+
+
+def test_process_without_tracking_leaves_the_tracks_alone(segmenter, vocab_labeler, photo):
+    """A one-off image (a prompt's) through a tracking Pipeline: `process(track=False)` neither
+    creates nor advances a tracker, and its instance ids are mask indices."""
+    from sfs_ros.core.pipeline import Pipeline
+
+    p = Pipeline(segmenter, vocab_labeler, lambda r: None, tracking=TrackerConfig())
+    p.process(Frame(photo, source="cam"))
+    next_id = p.trackers["cam"].next_id
+    one_off = p.process(Frame(photo, source="cam"), track=False)
+    assert one_off.tracks is None and p.trackers["cam"].next_id == next_id and set(p.trackers) == {"cam"}
+    n = len(one_off.masks)
+    assert set(np.unique(one_off.instance_image)) - {0} <= set(range(1, n + 1))
+    assert p.process(Frame(photo, source="cam")).tracks.hits.tolist() == [2] * n

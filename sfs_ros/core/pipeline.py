@@ -132,6 +132,7 @@ class _Work:
     t_submit: float
     masks: Masks | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    track: bool = True  # False: the frame stays out of its source's tracks (process(track=False))
 
 
 class _Run:
@@ -356,13 +357,15 @@ class Pipeline:
         return True
 
     # ------------------------------------------------------------------ synchronous use
-    def process(self, frame: Frame) -> Result:
+    def process(self, frame: Frame, track: bool = True) -> Result:
         """Run both stages in the caller's thread (benchmarks, tests, one-off calls).
 
         Same outputs, vocabulary version and camera-to-output timing as the threaded path, but
         no order or `max_age` check and no stats: the caller asked for this very frame.
+        `track=False`: a one-off image (a prompt's) neither joins nor changes any tracks; its
+        instance ids are mask indices, its labels this frame's own.
         """
-        work = _Work(frame, self.labeler.bank, time.monotonic())
+        work = _Work(frame, self.labeler.bank, time.monotonic(), track=track)
         self._run_segment(work)
         result = self._run_label(work, cancelled=lambda: False)
         self._time_to_output(result)
@@ -380,7 +383,7 @@ class Pipeline:
         assert masks is not None
         with self._label_lock:
             t0 = time.monotonic()
-            tracker = self._tracker(frame.source)
+            tracker = self._tracker(frame.source) if work.track else None
             plan = None if tracker is None else tracker.plan(masks, version=bank.version, time=frame.time)
             t_plan = time.monotonic()
             todo = masks if plan is None or plan.label_all else masks.subset(plan.to_label)

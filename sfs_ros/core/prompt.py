@@ -188,7 +188,7 @@ def segment(pipeline: Any, frame: Frame, prompt: Prompt,
     prompt is checked against the image first, so a bad one costs no model call."""
     height, width = frame.image.shape[:2]
     prompt.check(height, width)
-    return select(pipeline.process(frame), prompt, pipeline.labeler, config)
+    return select(pipeline.process(frame, track=False), prompt, pipeline.labeler, config)
 
 
 def _pixel(point: tuple[float, float]) -> tuple[int, int]:

@@ -131,16 +131,11 @@ class PromptService:
         pipeline = cam.pipeline
         if pipeline is None:
             raise SfsError(f"camera {cam.name!r} is not active: activate the node to segment an image")
-        # a source of its own: the tracker the pipeline keeps per source (tracking) sees this
-        # one image alone, never the camera's stream or an earlier prompt, and is dropped after
         with self._count_lock:
             self.fresh += 1
-            source = f"segment_prompt/{self.fresh}"
-        frame = convert.to_frame(request.image, source=source)
-        try:
-            selection = segment(pipeline, frame, prompt, config)
-        finally:
-            pipeline.trackers.pop(source, None)
+        # segment() keeps the image out of the camera's tracks (Pipeline.process(track=False))
+        frame = convert.to_frame(request.image, source="segment_prompt")
+        selection = segment(pipeline, frame, prompt, config)
         return selection, convert.header_of(frame), "the request's image"
 
     def _on_request(self, request: Any, response: Any) -> Any:
