@@ -23,13 +23,13 @@ from typing import Iterator
 
 import cv2
 
+from sfs_ros.cli_depth import add_depth_arguments, depth_input, with_depth
+from sfs_ros.cli_prompt import add_prompt_command
 from sfs_ros.core import options
 from sfs_ros.core.backends import command as export
 from sfs_ros.core.frame import Frame, Result, SfsError, instance_records
-from sfs_ros.cli_prompt import add_prompt_command
-from sfs_ros.cli_depth import add_depth_arguments, depth_input, with_depth
-from sfs_ros.ply import write_ply
 from sfs_ros.core.fusion import mark_random
+from sfs_ros.ply import write_ply
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}

@@ -191,7 +191,7 @@ def markdown(args, seg, modes, live, agreement, compared, sens, seg_goal) -> str
         "",
         "## Segmenter",
         "",
-        f"Share of ground-truth objects matched by one predicted mask with IoU >= 0.8 (one-to-one,",
+        "Share of ground-truth objects matched by one predicted mask with IoU >= 0.8 (one-to-one,",
         f"Hungarian): **{seg.recall:.3f}** (goal >= {seg_goal}); mean IoU of matched objects",
         f"{seg.mean_matched_iou:.3f}; false-positive masks per frame {seg.false_positives_per_frame:.2f}.",
         "",

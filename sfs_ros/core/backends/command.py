@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from sfs_ros.core import options
 from sfs_ros.core.frame import SfsError
