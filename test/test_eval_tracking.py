@@ -2,8 +2,6 @@
 track ids, and the report gives the tracks' label flicker (and drops it with --no-tracking)."""
 import json
 
-import numpy as np
-
 from sfs_ros.eval import cli
 from sfs_ros.eval.messages import Stamp
 from eval_helpers import camera_msg, random_rgb, read_mcap, use_test_models, write_bag  # noqa: F401
