@@ -62,6 +62,9 @@ def test_a_fresh_image_is_segmented_and_every_red_circle_returned(ros):
     assert answer.success, answer.message
     names = [i.class_name for i in answer.instances.instances]
     assert names == ["red circle"] * 3, names
+    assert list(answer.matched_texts) == ["red circle"] * 3
+    scores = list(answer.scores)  # the text's probability, best first, over the threshold
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and min(scores) >= 0.3
     assert answer.instances.header.stamp == stamp and answer.mask.header.stamp == stamp
     mask = np.frombuffer(answer.mask.data, np.uint8).reshape(answer.mask.height, answer.mask.width)
     circles = np.isin(SCENE.instances, [o.instance for o in SCENE.objects if o.name == "red circle"])

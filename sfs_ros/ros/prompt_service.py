@@ -155,6 +155,8 @@ class PromptService:
                             f"{source}" + (f" ({', '.join(sorted(set(selection.texts)))})"
                                            if any(selection.texts) else ""))
         response.instances = selected_instances(selection, header)
+        response.scores = [float(v) for v in selection.scores]
+        response.matched_texts = list(selection.texts)
         response.mask = convert.numpy_to_image(mask, "mono8", header)
         with self._count_lock:
             self.answered += 1
