@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -31,17 +29,7 @@ from sfs_ros.core.pipeline import Pipeline, load_models
 from sfs_ros.core.segmenter import SegmenterConfig
 from sfs_ros.core.vocabulary import load_vocabulary
 from sfs_ros.ros.cloud import to_cloud
-
-
-def timed(fn, repeat: int) -> float:
-    """Median seconds of `repeat` calls after one warm-up call."""
-    fn()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+from stage_times import timed  # bench/, on sys.path when run as a script
 
 
 def main() -> None:

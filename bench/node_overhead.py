@@ -40,6 +40,21 @@ from sfs_ros.ros.executor import SfsExecutor  # noqa: E402
 from sfs_ros.ros.node import SfsNode  # noqa: E402
 
 
+def active_node(overrides: list[Parameter], tester_name: str) -> tuple[SfsNode, object, SfsExecutor]:
+    """An SfsNode with these parameters, configured and active, and a plain tester node, both
+    spun by one executor thread (call rclpy.init() first; the caller shuts the executor down
+    and destroys the node)."""
+    node = SfsNode(parameter_overrides=overrides)
+    tester = rclpy.create_node(tester_name)
+    executor = SfsExecutor(num_threads=4)
+    executor.add_node(node)
+    executor.add_node(tester)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    return node, tester, executor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=8)
@@ -50,19 +65,12 @@ def main() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
     rclpy.init()
-    node = SfsNode(parameter_overrides=[
+    node, tester, executor = active_node([
         Parameter("allow_random_fallback", value=True), Parameter("device", value=args.device),
         Parameter("max_det", value=args.max_det), Parameter("conf", value=0.0),
         Parameter("labeling_mode", value=args.labeling), Parameter("vocabulary", value=["cityscapes"]),
         Parameter("input_reliability", value="reliable"), Parameter("image_topics", value=["image"]),
-    ])
-    tester = rclpy.create_node("bench_tester")
-    executor = SfsExecutor(num_threads=4)
-    executor.add_node(node)
-    executor.add_node(tester)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    ], "bench_tester")
 
     image = cv2.resize(skimage.data.astronaut(), (640, 480))
     reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)

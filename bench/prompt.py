@@ -29,7 +29,6 @@ os.environ.setdefault("ROS_DOMAIN_ID", "73")
 import rclpy  # noqa: E402
 import torch  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
-from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -40,12 +39,11 @@ from sfs_ros.core.pipeline import Pipeline  # noqa: E402
 from sfs_ros.core.prompt import Prompt, select  # noqa: E402
 from sfs_ros.msg import InstanceArray  # noqa: E402
 from sfs_ros.ros import convert  # noqa: E402
-from sfs_ros.ros.executor import SfsExecutor  # noqa: E402
-from sfs_ros.ros.node import SfsNode  # noqa: E402
 from sfs_ros.srv import SegmentPrompt  # noqa: E402
 from sfs_ros.synth import known_answer as ka  # noqa: E402
 from sfs_ros.synth.shapes import make_scene  # noqa: E402
-from stage_times import timed  # noqa: E402  (bench/, on sys.path when run as a script)
+from node_overhead import active_node  # noqa: E402  (bench/, on sys.path when run as a script)
+from stage_times import timed  # noqa: E402
 
 RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 SCENES = [make_scene(7, i) for i in range(4)]
@@ -119,16 +117,9 @@ def main() -> None:
 
     rclpy.init()
     values = ka.options("crop", device=args.device)
-    node = SfsNode(parameter_overrides=[
+    node, tester, executor = active_node([
         Parameter(k, value=list(v) if isinstance(v, tuple) else v) for k, v in values.items()
-    ] + [Parameter("input_reliability", value="reliable")])
-    tester = rclpy.create_node("prompt_bench")
-    executor = SfsExecutor(num_threads=4)
-    executor.add_node(node)
-    executor.add_node(tester)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    ] + [Parameter("input_reliability", value="reliable")], "prompt_bench")
 
     rows = core_costs(node._segmenter, node._labeler, args.repeats)
 

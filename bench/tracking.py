@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -36,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 from sfs_ros.eval.tracking import TrackingScore, overlap_ious
 from sfs_ros.synth import known_answer
 from sfs_ros.synth.motion import make_sequence
+from stage_times import timed  # bench/, on sys.path when run as a script
 
 VARIANTS: dict[str, TrackerConfig | None] = {
     "no tracking (mask index, raw labels)": None,
@@ -128,8 +128,8 @@ def part_cost(args: argparse.Namespace) -> None:
                                LabelerConfig(device="cpu", mode="crop"), fallback_to_random=True)
         lab.set_vocabulary(load_vocabulary("coco"))
         masks = seg.segment(image)
-        t_seg = _median(lambda: seg.segment(image), 2)
-        t_label = _median(lambda: lab.label(image, masks), 1)
+        t_seg = timed(lambda: seg.segment(image), 2)
+        t_label = timed(lambda: lab.label(image, masks), 1)
         labels = lab.label(image, masks)
         classes = len(lab.bank.vocabulary)
         tracker = Tracker(TrackerConfig())
@@ -138,7 +138,7 @@ def part_cost(args: argparse.Namespace) -> None:
             plan = tracker.plan(masks)
             tracker.commit(plan, rows_of(labels, plan.to_label), classes, lab.threshold)
 
-        t_track = _median(step, 20)
+        t_track = timed(step, 20)
         frame = t_seg + t_label
         rows.append((resolution, len(masks), t_track, t_seg, t_label, frame))
     print("\n### Cost of tracking + smoothing at 100 masks per frame (FastSAM-s imgsz 640, crop "
@@ -179,16 +179,6 @@ def part_relabel(args: argparse.Namespace) -> None:
     print("|---|---|---|---|")
     for every, (label_s, counted, _) in out.items():
         print(f"| {every} | {counted} | {label_s:.2f} | {same if every != 1 else args.frames}/{args.frames} |")
-
-
-def _median(fn, repeat: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def main() -> None:
