@@ -115,13 +115,20 @@ def _check_cloud(rig, msg, cam):
     assert (pts["instance"] > 0).any() and (pts["label"] != 65535).any()
 
 
-def test_depth_first_then_colour_gives_cloud_markers_and_3d_instances(rig):
+def _depth_then_colour_gives_a_cloud(rig) -> object:
+    """Camera a: camera_info, then depth, then colour of one new stamp; the cloud of that stamp
+    is checked. Returns the stamp."""
     stamp = new_stamp()
     rig.send_info("a")
     wait_until(lambda: rig.link("a").info is not None, 10, "camera_info taken")
     rig.send_depth_and_wait("a", stamp)
     rig.send_colour("a", stamp)
     _check_cloud(rig, rig.out["a", "points"].with_stamp(stamp), "a")
+    return stamp
+
+
+def test_depth_first_then_colour_gives_cloud_markers_and_3d_instances(rig):
+    stamp = _depth_then_colour_gives_a_cloud(rig)
     markers = _markers(rig, "a", stamp)
     assert markers[0].action == Marker.DELETEALL
     boxes = [m for m in markers if m.type == Marker.CUBE]
@@ -186,9 +193,4 @@ def test_depth_subscriptions_come_back_after_deactivate_and_activate(rig):
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     for pub in rig.pub["a"]:
         wait_until(lambda: pub.get_subscription_count() > 0, 20, f"{pub.topic_name} matched again")
-    stamp = new_stamp()
-    rig.send_info("a")
-    wait_until(lambda: rig.link("a").info is not None, 10, "camera_info taken")
-    rig.send_depth_and_wait("a", stamp)
-    rig.send_colour("a", stamp)
-    _check_cloud(rig, rig.out["a", "points"].with_stamp(stamp), "a")
+    _depth_then_colour_gives_a_cloud(rig)
