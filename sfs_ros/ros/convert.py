@@ -114,10 +114,11 @@ def unlabeled_value(encoding: str) -> int:
     return UNLABELED_MONO8 if encoding == "mono8" else UNLABELED
 
 
-def result_to_instances(result: Result, header: Header) -> InstanceArray:
-    """One Instance per mask: class, score, top-k proposals, box, area and the mask itself."""
+def result_to_instances(result: Result, header: Header, indices: Any = None) -> InstanceArray:
+    """One Instance per mask (or per mask of `indices`, in that order): class, score, top-k
+    proposals, box, area and the mask itself."""
     return message_fields.instance_array(
-        result, header, MESSAGE_CLASSES, lambda crop: numpy_to_image(crop, "mono8", header))
+        result, header, MESSAGE_CLASSES, lambda crop: numpy_to_image(crop, "mono8", header), indices)
 
 
 def vocabulary_to_label_info(

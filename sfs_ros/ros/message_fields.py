@@ -6,7 +6,7 @@ the two can never disagree on a field. No rclpy import: the classes are passed i
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +31,17 @@ class MessageClasses:
 
 
 def instance_array(result: Result, header: Any, classes: MessageClasses,
-                   mono8_image: Callable[[np.ndarray], Any]) -> Any:
+                   mono8_image: Callable[[np.ndarray], Any],
+                   indices: Sequence[int] | None = None) -> Any:
     """One Instance per mask: class, score, top-k proposals, box, area, and the mask cropped to
-    its box (`mono8_image` turns that (h, w) uint8 crop into the side's sensor_msgs/Image)."""
+    its box (`mono8_image` turns that (h, w) uint8 crop into the side's sensor_msgs/Image).
+    `indices`: only those masks, in that order (a prompt's selection), so no other mask is
+    cropped and encoded."""
+    records = instance_records(result)
+    if indices is not None:
+        records = [records[int(i)] for i in indices]
     instances = []
-    for r in instance_records(result):
+    for r in records:
         x0, y0, x1, y1 = r.box
         instances.append(classes.Instance(
             instance_id=r.instance_id, class_id=r.class_id, class_name=r.class_name, score=r.score,

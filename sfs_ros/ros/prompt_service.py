@@ -59,9 +59,7 @@ def prompt_of(request: Any) -> Prompt:
 
 def selected_instances(selection: Selection, header: Any) -> InstanceArray:
     """The selected instances, best first, as ~/instances describes them (same ids, fields)."""
-    msg = convert.result_to_instances(selection.result, header)
-    msg.instances = [msg.instances[int(i)] for i in selection.indices]
-    return msg
+    return convert.result_to_instances(selection.result, header, selection.indices)
 
 
 class PromptService:
