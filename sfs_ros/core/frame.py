@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import torch
 
 #: Label-image value of pixels no named mask covers (mono16). The mono8 variant uses 255.
 UNLABELED = 65535
@@ -75,6 +76,14 @@ def tight_boxes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     y0, y1 = rows.argmax(axis=1), rows.shape[1] - rows[:, ::-1].argmax(axis=1)
     x0, x1 = cols.argmax(axis=1), cols.shape[1] - cols[:, ::-1].argmax(axis=1)
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
+
+
+def tight_boxes_tensor(rows: torch.Tensor, cols: torch.Tensor) -> np.ndarray:
+    """`tight_boxes` of bool tensors on any device; only the (N, 4) boxes come to host."""
+    rows, cols = rows.to(torch.uint8), cols.to(torch.uint8)  # argmax: first maximum, not on bool
+    y0, y1 = rows.argmax(dim=1), rows.shape[1] - rows.flip(1).argmax(dim=1)
+    x0, x1 = cols.argmax(dim=1), cols.shape[1] - cols.flip(1).argmax(dim=1)
+    return torch.stack([x0, y0, x1, y1], dim=1).cpu().numpy().astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,28 @@ class MaskGrid:
         # image rows (N, H) and columns (N, W) each upsampled mask touches
         return tight_boxes(low.any(axis=2)[:, self.rows], low.any(axis=1)[:, self.cols])
 
+    def index_tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`rows` and `cols` as int64 tensors on `device` (for the tensor-held masks)."""
+        return (torch.from_numpy(self.rows).to(device, torch.int64),
+                torch.from_numpy(self.cols).to(device, torch.int64))
+
+    def areas_tensor(self, low: torch.Tensor) -> torch.Tensor:
+        """`areas` of (N, h, w) bool masks held as a tensor, computed where they are: (N,)
+        int64 on their device, exact (integer products and sums, never a float matmul)."""
+        rc, cc = (torch.from_numpy(c).to(low.device, torch.int32) for c in self.counts)
+        return ((low * cc).sum(dim=2) * rc).sum(dim=1)
+
+    def boxes_tensor(self, low: torch.Tensor) -> np.ndarray:
+        """`boxes` of (N, h, w) bool masks held as a tensor, computed on their device."""
+        rows, cols = self.index_tensors(low.device)
+        return tight_boxes_tensor(low.any(dim=2).index_select(1, rows),
+                                  low.any(dim=1).index_select(1, cols))
+
+    def upsample_tensor(self, low: torch.Tensor) -> torch.Tensor:
+        """`upsample` of a (..., h, w) tensor, on its device."""
+        rows, cols = self.index_tensors(low.device)
+        return low.index_select(-2, rows).index_select(-1, cols)
+
 
 class Masks:
     """FastSAM output for one frame: per-mask boolean masks over the image, with xyxy boxes
@@ -173,75 +204,148 @@ class Masks:
     (nearest neighbour) on first access, then keeps the result; boxes and areas are those of
     the upsampled masks, exactly, without upsampling. Consumers that can work at low resolution
     read `low_res` and `grid` and never force the full-resolution stack.
+
+    The stack may be a numpy array or a torch tensor on any device (the segmenter hands over a
+    tensor on its own device: issue #17's device-resident hand-off). Tensor consumers (labeler,
+    fusion) take `stack_tensor(device)`, which never goes through numpy; the numpy forms
+    (`low_res`, `masks`) are made on first access with one host copy, counted in `host_copies`.
+    Boxes, scores and areas are small and always numpy.
     """
 
-    def __init__(self, masks: np.ndarray, boxes: np.ndarray, scores: np.ndarray, areas: np.ndarray) -> None:
-        self._full: np.ndarray | None = masks  # (N, H, W) bool
+    def __init__(self, masks: np.ndarray | torch.Tensor, boxes: np.ndarray, scores: np.ndarray, areas: np.ndarray) -> None:
+        self._full: np.ndarray | None = None  # (N, H, W) bool
         self._low: np.ndarray | None = None  # (N, h, w) bool
+        self._tensor: torch.Tensor | None = None  # the held stack (low-res when `grid`) as a tensor
         self.grid: MaskGrid | None = None
+        if isinstance(masks, torch.Tensor):
+            self._tensor = masks
+        else:
+            self._full = masks
         self.boxes = boxes  # (N, 4) int32 x0, y0, x1, y1
         self.scores = scores  # (N,) float32
         self.areas = areas  # (N,) int64
+        self.host_copies = 0  # numpy forms made from the tensor (each one device -> host copy)
 
     @classmethod
-    def from_low_res(cls, low: np.ndarray, grid: MaskGrid, boxes: np.ndarray, scores: np.ndarray,
+    def from_low_res(cls, low: np.ndarray | torch.Tensor, grid: MaskGrid, boxes: np.ndarray, scores: np.ndarray,
                      areas: np.ndarray) -> "Masks":
         """Masks held at low resolution; boxes and areas in image pixels (see MaskGrid)."""
-        if low.ndim != 3 or low.shape[1:] != grid.shape:
-            raise SfsError(f"low-res masks {low.shape} do not match the grid {grid.shape}")
+        if low.ndim != 3 or tuple(low.shape[1:]) != grid.shape:
+            raise SfsError(f"low-res masks {tuple(low.shape)} do not match the grid {grid.shape}")
         out = cls(None, boxes, scores, areas)  # type: ignore[arg-type]
-        out._low, out.grid = low, grid
+        if isinstance(low, torch.Tensor):
+            out._tensor = low
+        else:
+            out._low = low
+        out.grid = grid
         return out
+
+    def _host(self) -> np.ndarray:
+        """The tensor-held stack as numpy: one device -> host copy (free for a CPU tensor)."""
+        assert self._tensor is not None
+        self.host_copies += 1
+        return self._tensor.cpu().numpy()
 
     @property
     def masks(self) -> np.ndarray:
         """(N, H, W) bool; built from the low-res masks on first use when held at low res."""
         if self._full is None:
-            assert self._low is not None and self.grid is not None
-            self._full = self.grid.upsample(self._low)
+            if self.grid is None:
+                self._full = self._host()
+            else:
+                self._full = self.grid.upsample(self.low_res)
         return self._full
 
     @property
     def low_res(self) -> np.ndarray | None:
         """(N, h, w) bool masks on `grid`, or None when held at full resolution."""
+        if self._low is None and self.grid is not None:
+            self._low = self._host()
         return self._low
+
+    @property
+    def held_on(self) -> torch.device | None:
+        """The device the stack is held on as a tensor, or None when it is held as numpy."""
+        return None if self._tensor is None else self._tensor.device
+
+    def stack_tensor(self, device: torch.device | None = None) -> torch.Tensor:
+        """The held stack, (N, h, w) on `grid` when held at low resolution (`grid` is set) else
+        (N, H, W), as a bool tensor on `device` (default: where it is held, or the CPU). Held as
+        a tensor it never goes through numpy (a device-to-device copy at most), and a CUDA
+        tensor is recorded on the caller's current stream, so the allocator cannot hand its
+        memory to the segmenter's stream while another stage's kernels still read it."""
+        if self._tensor is None:
+            held = self._full if self.grid is None else self._low
+            return torch.from_numpy(held).to(device or "cpu")
+        out = self._tensor if device is None else self._tensor.to(device)
+        if out.is_cuda:
+            out.record_stream(torch.cuda.current_stream(out.device))
+        return out
 
     @property
     def materialised(self) -> bool:
         """Whether the full-resolution stack exists (always, unless held at low resolution)."""
-        return self._full is not None
+        return self.grid is None or self._full is not None
 
     @property
     def image_shape(self) -> tuple[int, int]:
         """(H, W) of the image the masks cover, without materialising them."""
         if self.grid is not None:
             return self.grid.image_shape
-        return tuple(self._full.shape[1:])  # type: ignore[union-attr,return-value]
+        full = self._full if self._tensor is None else self._tensor
+        return tuple(full.shape[1:])  # type: ignore[union-attr,return-value]
 
     def __len__(self) -> int:
-        return int((self._full if self._low is None else self._low).shape[0])
+        held = self._tensor if self._tensor is not None else self._full if self.grid is None else self._low
+        return int(held.shape[0])  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         kind = f"low-res {self.grid.shape}" if self.grid is not None else "full-res"
-        return f"Masks({len(self)} masks over {self.image_shape}, {kind})"
+        where = "" if self._tensor is None else f", tensor on {self._tensor.device}"
+        return f"Masks({len(self)} masks over {self.image_shape}, {kind}{where})"
 
     def subset(self, index: np.ndarray) -> "Masks":
         """The masks picked by an index array (or boolean mask), in that order."""
-        if self._low is None:
-            return Masks(self._full[index], self.boxes[index], self.scores[index], self.areas[index])
-        out = Masks.from_low_res(self._low[index], self.grid, self.boxes[index], self.scores[index],
-                                 self.areas[index])
+        boxes, scores, areas = self.boxes[index], self.scores[index], self.areas[index]
+        if self._tensor is not None:
+            picked = self._tensor[torch.as_tensor(index, device=self._tensor.device)]
+            if self.grid is None:
+                return Masks(picked, boxes, scores, areas)
+            out = Masks.from_low_res(picked, self.grid, boxes, scores, areas)
+        elif self.grid is None:
+            return Masks(self._full[index], boxes, scores, areas)
+        else:
+            out = Masks.from_low_res(self._low[index], self.grid, boxes, scores, areas)
         if self._full is not None:
             out._full = self._full[index]
         return out
 
     def crop(self, i: int, box=None) -> np.ndarray:
         """Mask i inside `box` (default: its own box) as (y1 - y0, x1 - x0) bool, upsampling
-        only that window when held at low resolution."""
+        only that window when held at low resolution. A tensor-held stack copies only that
+        window to host (instance records), never the whole stack."""
         x0, y0, x1, y1 = (int(v) for v in (self.boxes[i] if box is None else box))
         if self._full is not None:
             return self._full[i, y0:y1, x0:x1]
-        return self.grid.crop(self._low[i], (x0, y0, x1, y1))  # type: ignore[union-attr]
+        if self._tensor is None:
+            return self.grid.crop(self._low[i], (x0, y0, x1, y1))  # type: ignore[union-attr]
+        if self.grid is None:
+            return self._tensor[i, y0:y1, x0:x1].cpu().numpy()
+        rows, cols = self.grid.rows[y0:y1], self.grid.cols[x0:x1]
+        if not len(rows) or not len(cols):
+            return np.zeros((len(rows), len(cols)), bool)
+        # rows and cols never decrease: the window [first, last] holds every cell they name
+        window = self._tensor[i, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].cpu().numpy()
+        return window[rows - rows[0]][:, cols - cols[0]]
+
+    def sampled(self, stride: int) -> np.ndarray:
+        """(N, ~H / stride, ~W / stride) bool: the full-resolution masks at every `stride`-th
+        pixel from stride // 2 (the tracker's association grid); a full-res tensor is sampled
+        where it lives and only the samples come to host."""
+        start = stride // 2
+        if self.grid is None and self._tensor is not None and self._full is None:
+            return self._tensor[:, start::stride, start::stride].cpu().numpy()
+        return self.masks[:, start::stride, start::stride]
 
     @classmethod
     def empty(cls, height: int, width: int) -> "Masks":

@@ -6,16 +6,21 @@ masks painted later stay visible: the Semantic-Segment-Anything rule.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from sfs_ros.core.frame import (
     UNLABELED,
     UNLABELED_CLASS,
     UNLABELED_MONO8,
     Labels,
+    MaskGrid,
     Masks,
     SfsError,
     check_rgb_image,
 )
+
+#: Rank values one chunk of `paint_tensor` holds at once (int16: 16 MiB), bounding its memory.
+PAINT_CHUNK_PIXELS = 1 << 23
 
 
 class FusionError(SfsError, ValueError):
@@ -42,12 +47,22 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     images upsampled once (nearest neighbour, letterbox undone): the result equals fusing the
     upsampled masks, without upsampling any mask. The full-resolution background map is applied
     after upsampling, so it keeps its own detail where no labeled mask covers.
+
+    Masks held as a tensor (the segmenter's hand-off, issue #17) are painted on their device
+    (`paint_tensor`) and only the two images come to host: the same images, bit for bit.
     """
-    low = masks.low_res
-    stack = masks.masks if low is None else low
+    on_device = masks.held_on is not None
+    if on_device:
+        stack = masks.stack_tensor()
+        low = None
+        is_bool = stack.dtype == torch.bool
+    else:
+        low = masks.low_res
+        stack = masks.masks if low is None else low
+        is_bool = stack.dtype == np.bool_
     class_ids = np.asarray(labels.class_ids)
-    if stack.ndim != 3 or stack.dtype != np.bool_:
-        raise FusionError(f"masks must be (N, H, W) bool, got {stack.shape} {stack.dtype}")
+    if stack.ndim != 3 or not is_bool:
+        raise FusionError(f"masks must be (N, H, W) bool, got {tuple(stack.shape)} {stack.dtype}")
     n = stack.shape[0]
     height, width = masks.image_shape
     if class_ids.shape != (n,) or np.shape(masks.areas) != (n,):
@@ -65,6 +80,12 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
         raise FusionError(
             f"background {np.shape(background)} does not match masks {(height, width)}"
         )
+    if on_device:
+        label_image, instance_image = paint_tensor(stack, masks.grid, class_ids, masks.areas)
+        if background is not None:  # as below: UNLABELED marks "no labeled mask"
+            unlabeled = label_image == UNLABELED
+            label_image[unlabeled] = np.asarray(background)[unlabeled]
+        return label_image, instance_image
     if background is None or low is not None:
         label_image = np.full(stack.shape[1:], UNLABELED, np.uint16)
     else:
@@ -81,6 +102,39 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
             unlabeled = label_image == UNLABELED
             label_image[unlabeled] = np.asarray(background)[unlabeled]
     return label_image, instance_image
+
+
+def paint_tensor(stack: torch.Tensor, grid: MaskGrid | None, class_ids: np.ndarray,
+                 areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`fuse`'s painting of a (N, H, W) or low-res (N, h, w) bool tensor, on its device.
+
+    The last-painted mask at a pixel is the covering mask of highest rank in `paint_order`, so
+    painting is a running maximum of ranks over chunks of masks (no per-mask boolean indexing,
+    which would stop the stream on every mask to count pixels); ranks then map to mask index + 1
+    and class id. Only the two finished (H, W) uint16 images come to host.
+    """
+    device, n = stack.device, stack.shape[0]
+    order = torch.from_numpy(paint_order(areas)).to(device)
+    rank_type = torch.int16 if n < np.iinfo(np.int16).max else torch.int32
+    rank = torch.empty(n, dtype=rank_type, device=device)
+    rank[order] = torch.arange(1, n + 1, dtype=rank_type, device=device)  # 0: no mask
+    labeled = torch.from_numpy(class_ids != UNLABELED_CLASS).to(device)
+    top = torch.zeros(stack.shape[1:], dtype=rank_type, device=device)
+    top_labeled = torch.zeros_like(top)
+    chunk = max(1, PAINT_CHUNK_PIXELS // max(1, top.numel()))
+    for start in range(0, n, chunk):
+        painted = torch.where(stack[start:start + chunk], rank[start:start + chunk, None, None], 0)
+        top = torch.maximum(top, painted.amax(dim=0))
+        named = torch.where(labeled[start:start + chunk, None, None], painted, 0)
+        top_labeled = torch.maximum(top_labeled, named.amax(dim=0))
+    zero = torch.zeros(1, dtype=torch.int32, device=device)
+    instance_of = torch.cat([zero, order.to(torch.int32) + 1])  # rank -> mask index + 1
+    class_of = torch.cat([zero + UNLABELED, torch.from_numpy(class_ids.astype(np.int32)).to(device)[order]])
+    label_image, instance_image = class_of[top_labeled.long()], instance_of[top.long()]
+    if grid is not None:
+        label_image, instance_image = grid.upsample_tensor(label_image), grid.upsample_tensor(instance_image)
+    # int32 to host, uint16 there: CUDA's support for torch.uint16 is partial
+    return (label_image.cpu().numpy().astype(np.uint16), instance_image.cpu().numpy().astype(np.uint16))
 
 
 def track_lut(values: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from sfs_ros.core.dense_clip import DenseClip
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
 from sfs_ros.core.frame import UNLABELED_CLASS, Labels, Masks, SfsError, check_rgb_image
 from sfs_ros.core.labeling import SetVocabulary, next_version
-from sfs_ros.core.options import CLIP_MODES
+from sfs_ros.core.options import CLIP_MODES, int8_problem
 # DEFAULT_TEMPLATES lives in core.vocabulary; still importable from here for older callers
 from sfs_ros.core.vocabulary import DEFAULT_TEMPLATES, VocabClass, Vocabulary, check_templates
 from sfs_ros.core.weights import (
@@ -82,6 +82,8 @@ class LabelerConfig:
     disk_cache: bool = True
     backend: str = "torch"  # image encoder: options.BACKENDS (core/backends/); text stays torch
     export_missing: bool = True  # export an image encoder missing from the cache on load
+    int8: bool = False  # openvino only: the NNCF-quantised copy (core/backends/quantize.py)
+    int8_calibration: str = ""  # folder of calibration images; empty: generated frames
 
     def validate(self) -> None:
         check_templates(self.templates)
@@ -94,6 +96,9 @@ class LabelerConfig:
             raise SfsError("background_blend and threshold must lie in [0, 1]")
         if self.topk < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise SfsError("topk and batch_size must be >= 1")
+        problem = int8_problem(self.backend, self.int8)
+        if problem:
+            raise SfsError(problem)
         if self.mode not in CLIP_MODES:
             raise SfsError(f"labeling mode must be one of {CLIP_MODES}, got {self.mode!r}")
         if self.dense_size < 32 or self.prune_topk < 0 or self.prune_memory < 0:
@@ -338,16 +343,16 @@ class Labeler(SetVocabulary):
     def _mask_tensor(self, masks: Masks, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 1, h, w) float masks for roi_align and the crop windows in their coordinates:
         low-res masks stay low-res (windows mapped onto their grid), so crop mode never builds
-        the full-resolution stack."""
-        low = masks.low_res
-        if low is None:
-            return torch.from_numpy(masks.masks).to(self.device)[:, None].float(), windows
+        the full-resolution stack; a tensor-held stack is used where it is (never via numpy)."""
+        stack = masks.stack_tensor(self.device)[:, None].float()
         grid = masks.grid
+        if grid is None:
+            return stack, windows
         sy, sx = grid.scale
         oy, ox = grid.offset
         scale = windows.new_tensor([sx, sy, sx, sy])
         offset = windows.new_tensor([ox, oy, ox, oy])
-        return torch.from_numpy(low).to(self.device)[:, None].float(), windows * scale + offset
+        return stack, windows * scale + offset
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 RGB (H, W, 3) -> float (1, 3, H, W) in [0, 1] on the labeler's device."""
@@ -394,17 +399,17 @@ class Labeler(SetVocabulary):
         feats = self.dense(self._resized(image, self._dense_size(*image.shape[:2])))  # (gh, gw, D)
         gh, gw, dim = feats.shape
         pooled = []
-        low = masks.low_res
-        if low is not None:  # area pooling of the upsampled masks, done on the low-res grid
-            rows = torch.from_numpy(masks.grid.pooling(gh, 0)).to(self.device, torch.float32)
-            cols = torch.from_numpy(masks.grid.pooling(gw, 1)).to(self.device, torch.float32).T
+        grid = masks.grid
+        stack = masks.stack_tensor(self.device)  # low-res when `grid`; never via numpy
+        if grid is not None:  # area pooling of the upsampled masks, done on the low-res grid
+            rows = torch.from_numpy(grid.pooling(gh, 0)).to(self.device, torch.float32)
+            cols = torch.from_numpy(grid.pooling(gw, 1)).to(self.device, torch.float32).T
         for start in range(0, len(masks), 64):  # bounded memory for many full-size masks
-            if low is not None:
-                m = torch.from_numpy(low[start : start + 64]).to(self.device).float()
+            m = stack[start : start + 64].float()
+            if grid is not None:
                 weights = (rows @ m @ cols).flatten(1)  # (n, gh, gw) patch coverage
             else:
-                m = torch.from_numpy(masks.masks[start : start + 64]).to(self.device)[:, None].float()
-                weights = F.interpolate(m, size=(gh, gw), mode="area").flatten(1)  # patch coverage
+                weights = F.interpolate(m[:, None], size=(gh, gw), mode="area").flatten(1)  # patch coverage
             pooled.append(weights @ feats.reshape(-1, dim) / weights.sum(1, keepdim=True).clamp(min=1e-6))
         embeddings = F.normalize(torch.cat(pooled), dim=-1)
         return (self.logit_scale * embeddings @ text.T).softmax(dim=-1), embeddings

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from sfs_ros.core import fusion
+from sfs_ros.core.device import new_stream, on_stream
 from sfs_ros.core.frame import Frame, Labels, Masks, Result, check_rgb_image
 from sfs_ros.core.geometry import Geometry, GeometryConfig, back_project, scores_of
 from sfs_ros.core.labeler import Labeler, LabelerConfig, LabelingCancelled, TextBank
@@ -220,6 +221,9 @@ class Pipeline:
         self._newest: float | None = None  # newest Frame.time submitted
         self._stats = PipelineStats()
         self._latencies = {s: collections.deque(maxlen=history) for s in STAGES}
+        #: fusion's own CUDA stream (None on CPU): the default stream would wait for the
+        #: segment stage's kernels of the next frame
+        self._fuse_stream = new_stream(segmenter.device)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Pipeline":
@@ -446,7 +450,8 @@ class Pipeline:
             wanted.add("points")
         if wanted.isdisjoint(OUTPUTS):
             return None, None, None
-        label_image, instance_image = fusion.fuse(masks, labels)
+        with on_stream(self._fuse_stream):  # device-held masks: painted on the pipeline's stream
+            label_image, instance_image = fusion.fuse(masks, labels)
         over = None
         if "overlay" in wanted:
             over = fusion.overlay(frame.image, label_image, instance_image, bank.vocabulary.palette,

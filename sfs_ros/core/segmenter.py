@@ -21,9 +21,17 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from sfs_ros.core import stream_profile
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
-from sfs_ros.core.frame import MaskGrid, Masks, SfsError, check_rgb_image, tight_boxes
-from sfs_ros.core.options import MASK_RESOLUTIONS
+from sfs_ros.core.frame import (
+    MaskGrid,
+    Masks,
+    SfsError,
+    check_rgb_image,
+    tight_boxes,
+    tight_boxes_tensor,
+)
+from sfs_ros.core.options import MASK_RESOLUTIONS, int8_problem
 from sfs_ros.core.weights import cache_dir, fastsam_architecture, resolve_fastsam
 
 # Ultralytics must never try the network (downloads, pip installs, telemetry) on a robot.
@@ -78,6 +86,8 @@ class SegmenterConfig:
     random_weights: bool = False
     backend: str = "torch"  # options.BACKENDS; others run an exported copy (core/backends/)
     export_missing: bool = True  # export a backend model missing from the cache on load
+    int8: bool = False  # openvino only: the NNCF-quantised copy (core/backends/quantize.py)
+    int8_calibration: str = ""  # folder of calibration images; empty: generated frames
 
     def validate(self) -> None:
         if not 32 <= self.imgsz <= 4096 or self.imgsz % 32:
@@ -86,6 +96,9 @@ class SegmenterConfig:
             raise SfsError(f"conf and iou must lie in [0, 1], got conf={self.conf} iou={self.iou}")
         if self.max_det < 1 or self.min_area < 1:
             raise SfsError(f"max_det and min_area must be >= 1, got {self.max_det}, {self.min_area}")
+        problem = int8_problem(self.backend, self.int8)
+        if problem:
+            raise SfsError(problem)
         if self.mask_resolution not in MASK_RESOLUTIONS:
             raise SfsError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, "
                            f"got {self.mask_resolution!r}")
@@ -270,6 +283,7 @@ class Segmenter:
             self.model, self.exported = exported_fastsam(checkpoint, config, self.device)
             self.predictor = backend_predictor(config.backend, self.predictor, self.exported)
         self.stream = new_stream(self.device)
+        stream_profile.install()  # Ultralytics' stage timers wait for this stream, not the device
 
     @property
     def random_weights(self) -> bool:
@@ -310,21 +324,26 @@ class Segmenter:
             )[0]
             if result.masks is None or len(result.masks) == 0:
                 return Masks.empty(h, w)
-            data = result.masks.data
+            # the stack stays a tensor on this device (issue #17: no numpy round trip between
+            # stages); areas, the min_area filter and boxes are computed here, on this stream,
+            # and only the (N,) / (N, 4) numbers come to host
+            data = torch.as_tensor(result.masks.data)
             if low:
-                stack = data.bool().cpu().numpy()
+                stack = data.bool()
             else:
                 if data.shape[-2:] != (h, w):
                     # Without retina masks the prototypes live in the letterboxed network input.
                     from ultralytics.utils.ops import scale_masks
 
                     data = scale_masks(data[None].float(), (h, w))[0]
-                stack = (data > 0.5).cpu().numpy()
+                stack = data > 0.5
             scores = result.boxes.conf.float().cpu().numpy().astype(np.float32)
-        grid = MaskGrid.letterbox((h, w), _net_shape(result), stack.shape[1:]) if low else None
-        areas = grid.areas(stack) if grid is not None else stack.sum(axis=(1, 2), dtype=np.int64)
-        keep = areas >= cfg.min_area
-        stack, scores, areas = stack[keep], scores[keep], areas[keep]
-        if grid is not None:
-            return Masks.from_low_res(stack, grid, grid.boxes(stack), scores, areas)
-        return Masks(masks=stack, boxes=boxes_from_masks(stack), scores=scores, areas=areas)
+            grid = MaskGrid.letterbox((h, w), _net_shape(result), tuple(stack.shape[1:])) if low else None
+            areas = grid.areas_tensor(stack) if grid is not None else stack.sum(dim=(1, 2))
+            keep = areas >= cfg.min_area
+            stack, areas = stack[keep], areas[keep].cpu().numpy()
+            scores = scores[keep.cpu().numpy()]
+            if grid is not None:
+                return Masks.from_low_res(stack, grid, grid.boxes_tensor(stack), scores, areas)
+            boxes = tight_boxes_tensor(stack.any(dim=2), stack.any(dim=1))
+        return Masks(masks=stack, boxes=boxes, scores=scores, areas=areas)

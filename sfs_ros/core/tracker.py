@@ -398,9 +398,8 @@ def association_grid(masks: Masks, long_side: int) -> tuple[np.ndarray, tuple[in
         low = masks.low_res
         sy, sx = masks.grid.scale  # type: ignore[union-attr]
     else:
-        full = masks.masks
-        stride = max(1, -(-max(full.shape[1:]) // long_side))
-        low = full[:, stride // 2::stride, stride // 2::stride]
+        stride = max(1, -(-max(masks.image_shape) // long_side))
+        low = masks.sampled(stride)  # a device-held stack sends only the samples to host
         sy = sx = 1.0 / stride
     shape = (int(low.shape[1]), int(low.shape[2]))
     return low.reshape(len(low), shape[0] * shape[1]).astype(np.float32), shape, (float(sy), float(sx))
