@@ -174,12 +174,13 @@ def test_subset_crop_and_samples_match_the_numpy_form(photo_segmenter, photo):
 # ---------------------------------------------------------------------- fusion on the device
 def overlapping_masks(n: int, seed: int, low: bool) -> tuple[Masks, Labels]:
     """Random overlapping rectangles (ties in area included), some unlabeled, held as a
-    tensor, with a background map: every rule of `fuse` has work to do."""
+    tensor, with a background map: every rule of `fuse` has work to do; the grid has letterbox
+    padding rows (no image pixels), which masks may cover."""
     from sfs_ros.core.frame import MaskGrid
 
     rng = np.random.default_rng(seed)
     height, width = 37, 53
-    grid = MaskGrid.letterbox((height, width), (64, 96), (16, 24)) if low else None
+    grid = MaskGrid.letterbox((height, width), (96, 96), (24, 24)) if low else None  # padded rows
     h, w = grid.shape if low else (height, width)
     stack = np.zeros((n, h, w), bool)
     for i in range(n):
@@ -203,11 +204,10 @@ def overlapping_masks(n: int, seed: int, low: bool) -> tuple[Masks, Labels]:
 @pytest.mark.parametrize("low", [False, True])
 @pytest.mark.parametrize("n", [0, 1, 12, 40])
 @pytest.mark.parametrize("with_background", [False, True])
-def test_fuse_on_the_device_equals_the_numpy_loop(monkeypatch, low, n, with_background):
+def test_fuse_on_the_device_equals_the_numpy_loop(low, n, with_background):
     masks, labels = overlapping_masks(n, seed=n, low=low)
     if not with_background:
         labels = dataclasses.replace(labels, background=None)
-    monkeypatch.setattr(fusion, "PAINT_CHUNK_PIXELS", 5 * 37 * 53)  # several chunks
     label_image, instance_image = fuse(masks, labels)
     ref_label, ref_instance = fuse(numpy_twin(masks), labels)
     assert label_image.dtype == instance_image.dtype == np.uint16
@@ -215,6 +215,28 @@ def test_fuse_on_the_device_equals_the_numpy_loop(monkeypatch, low, n, with_back
     np.testing.assert_array_equal(label_image, ref_label)
     np.testing.assert_array_equal(instance_image, ref_instance)
     assert masks.host_copies == 0
+
+
+@pytest.mark.parametrize("low", [False, True])
+@pytest.mark.parametrize("n", [0, 1, 40])
+def test_areas_and_boxes_on_the_device_equal_the_numpy_formulas(monkeypatch, low, n):
+    """large_masks (segment()'s filter) against MaskGrid.areas/boxes and boxes_from_masks, in
+    several chunks of stack_stats, masks in the letterbox padding included."""
+    from sfs_ros.core import frame
+    from sfs_ros.core.segmenter import large_masks
+
+    masks, _ = overlapping_masks(n, seed=100 + n, low=low)
+    monkeypatch.setattr(frame, "STATS_CHUNK_CELLS", 7 * 37 * 53)
+    stack = masks.stack_tensor().numpy()
+    areas = masks.grid.areas(stack) if low else stack.sum(axis=(1, 2), dtype=np.int64)
+    keep = areas >= 9
+    kept, boxes, kept_areas, kept_mask = large_masks(masks.stack_tensor(), masks.grid, 9)
+    np.testing.assert_array_equal(kept_mask, keep)
+    np.testing.assert_array_equal(kept.numpy(), stack[keep])
+    np.testing.assert_array_equal(kept_areas, areas[keep])
+    ref = masks.grid.boxes(stack[keep]) if low else boxes_from_masks(stack[keep])
+    assert boxes.dtype == np.int32 and kept_areas.dtype == np.int64
+    np.testing.assert_array_equal(boxes, ref)
 
 
 def test_fuse_refuses_a_non_bool_tensor():

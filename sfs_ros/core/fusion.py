@@ -13,14 +13,10 @@ from sfs_ros.core.frame import (
     UNLABELED_CLASS,
     UNLABELED_MONO8,
     Labels,
-    MaskGrid,
     Masks,
     SfsError,
     check_rgb_image,
 )
-
-#: Rank values one chunk of `paint_tensor` holds at once (int16: 16 MiB), bounding its memory.
-PAINT_CHUNK_PIXELS = 1 << 23
 
 
 class FusionError(SfsError, ValueError):
@@ -49,16 +45,15 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     after upsampling, so it keeps its own detail where no labeled mask covers.
 
     Masks held as a tensor (the segmenter's hand-off, issue #17) are painted on their device
-    (`paint_tensor`) and only the two images come to host: the same images, bit for bit.
+    (`paint_tensor`) and only the two painted images come to host: the same images, bit for bit.
     """
     on_device = masks.held_on is not None
+    grid = masks.grid
     if on_device:
         stack = masks.stack_tensor()
-        low = None
         is_bool = stack.dtype == torch.bool
     else:
-        low = masks.low_res
-        stack = masks.masks if low is None else low
+        stack = masks.masks if grid is None else masks.low_res
         is_bool = stack.dtype == np.bool_
     class_ids = np.asarray(labels.class_ids)
     if stack.ndim != 3 or not is_bool:
@@ -81,60 +76,41 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
             f"background {np.shape(background)} does not match masks {(height, width)}"
         )
     if on_device:
-        label_image, instance_image = paint_tensor(stack, masks.grid, class_ids, masks.areas)
-        if background is not None:  # as below: UNLABELED marks "no labeled mask"
-            unlabeled = label_image == UNLABELED
-            label_image[unlabeled] = np.asarray(background)[unlabeled]
-        return label_image, instance_image
-    if background is None or low is not None:
-        label_image = np.full(stack.shape[1:], UNLABELED, np.uint16)
+        label_image, instance_image = paint_tensor(stack, class_ids, masks.areas)
     else:
-        label_image = np.asarray(background).astype(np.uint16, copy=True)
-    instance_image = np.zeros(stack.shape[1:], np.uint16)
-    for i in paint_order(masks.areas):
-        instance_image[stack[i]] = i + 1
-        if class_ids[i] != UNLABELED_CLASS:
-            label_image[stack[i]] = class_ids[i]
-    if low is not None:
-        grid = masks.grid
+        if background is None or grid is not None:
+            label_image = np.full(stack.shape[1:], UNLABELED, np.uint16)
+        else:
+            label_image = np.asarray(background).astype(np.uint16, copy=True)
+        instance_image = np.zeros(stack.shape[1:], np.uint16)
+        for i in paint_order(masks.areas):
+            instance_image[stack[i]] = i + 1
+            if class_ids[i] != UNLABELED_CLASS:
+                label_image[stack[i]] = class_ids[i]
+    if grid is not None:
         label_image, instance_image = grid.upsample(label_image), grid.upsample(instance_image)
-        if background is not None:  # UNLABELED is never a class id: it marks "no labeled mask"
-            unlabeled = label_image == UNLABELED
-            label_image[unlabeled] = np.asarray(background)[unlabeled]
+    if background is not None and (grid is not None or on_device):
+        # UNLABELED is never a class id: it marks "no labeled mask"
+        unlabeled = label_image == UNLABELED
+        label_image[unlabeled] = np.asarray(background)[unlabeled]
     return label_image, instance_image
 
 
-def paint_tensor(stack: torch.Tensor, grid: MaskGrid | None, class_ids: np.ndarray,
-                 areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`fuse`'s painting of a (N, H, W) or low-res (N, h, w) bool tensor, on its device.
-
-    The last-painted mask at a pixel is the covering mask of highest rank in `paint_order`, so
-    painting is a running maximum of ranks over chunks of masks (no per-mask boolean indexing,
-    which would stop the stream on every mask to count pixels); ranks then map to mask index + 1
-    and class id. Only the two finished (H, W) uint16 images come to host.
-    """
-    device, n = stack.device, stack.shape[0]
-    order = torch.from_numpy(paint_order(areas)).to(device)
-    rank_type = torch.int16 if n < np.iinfo(np.int16).max else torch.int32
-    rank = torch.empty(n, dtype=rank_type, device=device)
-    rank[order] = torch.arange(1, n + 1, dtype=rank_type, device=device)  # 0: no mask
-    labeled = torch.from_numpy(class_ids != UNLABELED_CLASS).to(device)
-    top = torch.zeros(stack.shape[1:], dtype=rank_type, device=device)
-    top_labeled = torch.zeros_like(top)
-    chunk = max(1, PAINT_CHUNK_PIXELS // max(1, top.numel()))
-    for start in range(0, n, chunk):
-        painted = torch.where(stack[start:start + chunk], rank[start:start + chunk, None, None], 0)
-        top = torch.maximum(top, painted.amax(dim=0))
-        named = torch.where(labeled[start:start + chunk, None, None], painted, 0)
-        top_labeled = torch.maximum(top_labeled, named.amax(dim=0))
-    zero = torch.zeros(1, dtype=torch.int32, device=device)
-    instance_of = torch.cat([zero, order.to(torch.int32) + 1])  # rank -> mask index + 1
-    class_of = torch.cat([zero + UNLABELED, torch.from_numpy(class_ids.astype(np.int32)).to(device)[order]])
-    label_image, instance_image = class_of[top_labeled.long()], instance_of[top.long()]
-    if grid is not None:
-        label_image, instance_image = grid.upsample_tensor(label_image), grid.upsample_tensor(instance_image)
-    # int32 to host, uint16 there: CUDA's support for torch.uint16 is partial
-    return (label_image.cpu().numpy().astype(np.uint16), instance_image.cpu().numpy().astype(np.uint16))
+def paint_tensor(stack: torch.Tensor, class_ids: np.ndarray, areas: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """`fuse`'s painting of a (N, H, W) or low-res (N, h, w) bool tensor, on its device: the
+    numpy loop's rule with masked_fill_ (elementwise: no per-mask pixel count that would stop
+    the stream, as boolean indexing does on CUDA). Only the two painted images come to host (a
+    low-res pair is upsampled there, 16x fewer pixels to copy), as int32 (CUDA's torch.uint16
+    support is partial) made uint16 on host."""
+    label_image = torch.full(stack.shape[1:], UNLABELED, dtype=torch.int32, device=stack.device)
+    instance_image = torch.zeros_like(label_image)
+    for i in paint_order(areas).tolist():
+        instance_image.masked_fill_(stack[i], i + 1)
+        if class_ids[i] != UNLABELED_CLASS:
+            label_image.masked_fill_(stack[i], int(class_ids[i]))
+    both = torch.stack([label_image, instance_image]).cpu().numpy().astype(np.uint16)
+    return both[0], both[1]
 
 
 def track_lut(values: np.ndarray) -> np.ndarray:

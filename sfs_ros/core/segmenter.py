@@ -28,6 +28,7 @@ from sfs_ros.core.frame import (
     Masks,
     SfsError,
     check_rgb_image,
+    stack_stats,
     tight_boxes,
     tight_boxes_tensor,
 )
@@ -176,6 +177,20 @@ def _restore_threads(count: int) -> Iterator[None]:
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     """Tight xyxy boxes (x1, y1 exclusive) of non-empty boolean masks (N, H, W)."""
     return tight_boxes(masks.any(axis=2), masks.any(axis=1))
+
+
+def large_masks(stack: torch.Tensor, grid: MaskGrid | None, min_area: int
+                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """The masks of a (N, h, w) bool stack (on `grid`, or full resolution when None) covering at
+    least `min_area` image pixels, left on the stack's device, with their (n, 4) int32 boxes and
+    (n,) int64 areas and the (N,) keep mask, which are all that comes to host (issue #17)."""
+    areas, rows, cols = stack_stats(stack, grid.counts if grid is not None else None)
+    keep = areas >= min_area
+    if grid is not None:  # the image rows and columns each upsampled mask touches
+        grid_rows, grid_cols = grid.index_tensors(stack.device)
+        rows, cols = rows.index_select(1, grid_rows), cols.index_select(1, grid_cols)
+    boxes = tight_boxes_tensor(rows[keep], cols[keep])
+    return stack[keep], boxes, areas[keep].cpu().numpy(), keep.cpu().numpy()
 
 
 def is_random_checkpoint(model: Any) -> bool:
@@ -339,11 +354,8 @@ class Segmenter:
                 stack = data > 0.5
             scores = result.boxes.conf.float().cpu().numpy().astype(np.float32)
             grid = MaskGrid.letterbox((h, w), _net_shape(result), tuple(stack.shape[1:])) if low else None
-            areas = grid.areas_tensor(stack) if grid is not None else stack.sum(dim=(1, 2))
-            keep = areas >= cfg.min_area
-            stack, areas = stack[keep], areas[keep].cpu().numpy()
-            scores = scores[keep.cpu().numpy()]
-            if grid is not None:
-                return Masks.from_low_res(stack, grid, grid.boxes_tensor(stack), scores, areas)
-            boxes = tight_boxes_tensor(stack.any(dim=2), stack.any(dim=1))
+            stack, boxes, areas, keep = large_masks(stack, grid, cfg.min_area)
+            scores = scores[keep]
+        if grid is not None:
+            return Masks.from_low_res(stack, grid, boxes, scores, areas)
         return Masks(masks=stack, boxes=boxes, scores=scores, areas=areas)
