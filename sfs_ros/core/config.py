@@ -57,7 +57,8 @@ def build_configs(values: Mapping[str, Any]) -> ModelConfigs:
     # per-model devices (BACKEND_OPTIONS): empty means the same as `device`
     clip_device = values["clip_device"].strip() or values["device"]
     semantic_device = values["semantic_device"].strip() or values["device"]
-    backend = dict(backend=values["backend"], export_missing=bool(values["export_missing"]))
+    backend = dict(backend=values["backend"], export_missing=bool(values["export_missing"]),
+                   int8=bool(values["int8"]), int8_calibration=values["int8_calibration"])
     segmenter = SegmenterConfig(
         model=values["model"], imgsz=values["imgsz"], conf=values["conf"], iou=values["iou"],
         max_det=values["max_det"], retina_masks=values["retina_masks"],

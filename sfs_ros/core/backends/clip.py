@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from sfs_ros.core.backends import require
@@ -109,8 +110,11 @@ class ExportedDense:
             pixels = torch.zeros(1, 3, gh * self.patch, gw * self.patch, device=lab.device,
                                  dtype=lab.dtype)
             make = _export(_DenseGraph(self.dense), (pixels,), ["pixels"], {}, lab.config.backend)
-            path = build(_key(lab, "clip-dense", f"{pixels.shape[2]}x{pixels.shape[3]}"), make,
-                         lab.config.export_missing, self.progress)
+            key = _key(lab, "clip-dense", f"{pixels.shape[2]}x{pixels.shape[3]}")
+            path = build(key, make, lab.config.export_missing, self.progress)
+            if lab.config.int8:
+                size = tuple(pixels.shape[2:])
+                path = _int8(lab, key, path, lambda im: [lab._resized(im, size)], self.progress)
             self._runs[gh, gw] = open_session(path, lab.config.backend, lab.device), path
         return self._runs[gh, gw][1]
 
@@ -127,6 +131,38 @@ def _key(labeler: Labeler, network: str, size: str) -> ExportKey:
                      f"torch{torch.__version__}-opset{OPSET}")
 
 
+#: Crop-sized windows per calibration image, as fractions of its short side: crop mode encodes
+#: one object per window, from small to large, not whole scenes.
+CROP_WINDOWS = (0.12, 0.2, 0.3, 0.45, 0.7)
+
+
+def _crops_like(labeler: Labeler, image: np.ndarray) -> list[torch.Tensor]:
+    """Crop-mode inputs from a calibration image: square windows of CROP_WINDOWS sizes at
+    spread positions, each resized and normalised."""
+    h, w = image.shape[:2]
+    out = []
+    for k, frac in enumerate(CROP_WINDOWS):
+        side = max(8, int(min(h, w) * frac))
+        y = (h - side) * ((k * 37) % 100) // 100  # spread, deterministic
+        x = (w - side) * ((k * 61 + 13) % 100) // 100
+        out.append(labeler._resized(image[y : y + side, x : x + side], labeler.crop_size))
+    return out
+
+
+def _int8(labeler: Labeler, key: ExportKey, f32_xml: Path,
+          prepare: Callable[[np.ndarray], list[torch.Tensor]], progress: Progress) -> Path:
+    """The int8 copy of a CLIP graph (quantize.py), calibrated on the `prepare(image)` inputs."""
+    from sfs_ros.core.backends.quantize import quantized
+
+    def inputs_of(images: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [x.float().cpu().numpy() for im in images for x in prepare(im)]
+
+    cfg = labeler.config
+    return quantized(key, f32_xml, cfg.int8_calibration, inputs_of, transformer=True,
+                     allow=cfg.export_missing, progress=progress)
+
+
 def exported_encoders(labeler: Labeler, dense: bool,
                       progress: Progress = log.info) -> tuple[ExportedCrops, ExportedDense | None]:
     """The labeler's image encoder on its backend: crops always (crop, hybrid, prune_topk),
@@ -138,8 +174,10 @@ def exported_encoders(labeler: Labeler, dense: bool,
     sample = torch.zeros(2, 3, *side, device=labeler.device, dtype=labeler.dtype)
     make = _export(_CropGraph(labeler.model.visual), (sample,), ["pixels"],
                    {"pixels": {0: "batch"}, "features": {0: "batch"}}, cfg.backend)
-    path = build(_key(labeler, "clip-crop", "x".join(map(str, side))), make,
-                 cfg.export_missing, progress)
+    key = _key(labeler, "clip-crop", "x".join(map(str, side)))
+    path = build(key, make, cfg.export_missing, progress)
+    if cfg.int8:
+        path = _int8(labeler, key, path, lambda im: _crops_like(labeler, im), progress)
     crops = ExportedCrops(open_session(path, cfg.backend, labeler.device), path)
     if not dense:
         return crops, None

@@ -54,8 +54,34 @@ def exported_fastsam(checkpoint: Path, config: SegmenterConfig, device: torch.de
 
     with _restore_threads(torch.get_num_threads()):  # the exporter's device setup lowers it
         path = build(key, make, config.export_missing, progress)
+        if config.int8:
+            path = _int8(key, path, config, progress)
         return FastSAM(str(path)), path
 
+
+def _int8(f32_key: ExportKey, f32_path: Path, config: SegmenterConfig, progress: Progress) -> Path:
+    """The int8 copy of the OpenVINO export folder `f32_path` (quantize.py), built once per
+    calibration set. Calibration inputs come from Ultralytics' own preprocessing (letterbox,
+    scaling) run by the f32 model's predictor, so they are what inference feeds the graph."""
+    import numpy as np
+    from ultralytics import FastSAM
+
+    from sfs_ros.core.backends.quantize import FASTSAM_F32_TYPES, quantized
+
+    def inputs_of(images: list[np.ndarray]) -> list[np.ndarray]:
+        f32 = FastSAM(str(f32_path))
+        bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]  # Ultralytics takes BGR
+        f32.predict(bgr[0], imgsz=config.imgsz, device="cpu", verbose=False)  # sets the predictor up
+        return [f32.predictor.preprocess([im]).numpy() for im in bgr]
+
+    def layout(folder: Path) -> Path:  # Ultralytics recognises the "*_openvino_model" folder
+        shutil.copytree(f32_path, folder / f32_path.name)
+        return folder / f32_path.name / f32_xml.name  # the copied .bin is overwritten
+
+    f32_xml = next(f32_path.glob("*.xml"))
+    return quantized(f32_key, f32_xml, config.int8_calibration, inputs_of, transformer=False,
+                     allow=config.export_missing, progress=progress,
+                     f32_types=FASTSAM_F32_TYPES, layout=layout).parent
 
 
 _F32_PREDICTORS: dict[tuple[type, Path], type] = {}
