@@ -88,24 +88,24 @@ def stack_stats(stack: torch.Tensor, counts: tuple[np.ndarray, np.ndarray] | Non
     bool tensor, on its device. `counts` (MaskGrid.counts: image rows per row, image columns per
     column) weights each cell by the image pixels it stands for; None: one each.
 
-    Row sums are float32 matrix-vector products, exact (integer sums below 2^24, inputs exact
-    even under TF32) and, unlike torch's CPU reductions of bool over the last axis (about 10x
-    slower than numpy's), as fast as numpy on CPU; columns are a uint8 maximum over rows.
+    Chosen for CPU speed (torch's CPU sums of bool over the last axis are ~10x slower than
+    numpy's; maxima of uint8 and sums over the middle axis are not): rows and columns touched are
+    uint8 maxima; full resolution counts pixels per column (int16 while h < 32768, exact);
+    weighted (low-res) row sums are float32 matrix-vector products in chunks, exact (integer
+    sums below 2^24, inputs exact even under TF32).
     """
     n, h, w = stack.shape
-    device = stack.device
-    rc, cc = counts if counts is not None else (np.ones(h), np.ones(w))
-    weights = torch.from_numpy(np.stack([np.ones(w), cc], axis=1)).to(device, torch.float32)
-    sums, cols = [], []
+    cells = stack.view(torch.uint8)
+    rows, cols = cells.amax(dim=2) > 0, cells.amax(dim=1) > 0
+    if counts is None:  # full resolution: no float copy of the large stack
+        per_column = cells.sum(dim=1, dtype=torch.int16 if h < 1 << 15 else torch.int32)
+        return per_column.sum(dim=1, dtype=torch.int64), rows, cols
+    rc, cc = (torch.from_numpy(np.asarray(c, np.float32)).to(stack.device) for c in counts)
     chunk = max(1, STATS_CHUNK_CELLS // max(1, h * w))
-    for start in range(0, max(n, 1), chunk):
-        part = stack[start:start + chunk]
-        sums.append(part.to(torch.float32) @ weights)  # (n, h, 2): cells, image columns
-        cols.append(part.view(torch.uint8).amax(dim=1) > 0)
-    sums_t = torch.cat(sums)
-    rows_weight = torch.from_numpy(np.asarray(rc, np.float64)).to(device)
-    areas = (sums_t[..., 1].to(torch.float64) @ rows_weight).round().to(torch.int64)
-    return areas, sums_t[..., 0] > 0, torch.cat(cols)
+    per_row = torch.cat([stack[start:start + chunk].to(torch.float32) @ cc  # image pixels per row
+                         for start in range(0, max(n, 1), chunk)])
+    areas = (per_row.to(torch.float64) @ rc.to(torch.float64)).round().to(torch.int64)
+    return areas, rows, cols
 
 
 def tight_boxes_tensor(rows: torch.Tensor, cols: torch.Tensor) -> np.ndarray:
