@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from importlib.util import find_spec
 
 import cv2
 import numpy as np
@@ -56,13 +57,15 @@ def seconds(fn: Callable[[], object]) -> float:
 class Models:
     """One backend's models: segmenters at both sizes, dense and crop labelers."""
 
-    def __init__(self, backend: str, args: argparse.Namespace, vocabulary) -> None:
+    def __init__(self, column: str, args: argparse.Namespace, vocabulary) -> None:
         t0 = time.perf_counter()
-        seg = dict(device="cpu", max_det=50, conf=0.0, mask_resolution="low", backend=backend)
+        backend, _, precision = column.partition("-")  # "openvino-int8": backend openvino, int8
+        exported = dict(backend=backend, int8=precision == "int8")
+        seg = dict(device="cpu", max_det=50, conf=0.0, mask_resolution="low", **exported)
         self.segmenters = {size: with_weights(Segmenter, SegmenterConfig, imgsz=size, **seg)
                            for size in args.sizes}
         self.labelers = {mode: with_weights(Labeler, LabelerConfig, device="cpu", mode=mode,
-                                            backend=backend) for mode in ("dense", "crop")}
+                                            **exported) for mode in ("dense", "crop")}
         for labeler in self.labelers.values():
             labeler.set_vocabulary(vocabulary)
         self.load_s = time.perf_counter() - t0
@@ -126,7 +129,7 @@ def cell(value: float, unit: str, base: float) -> str:
 def versions() -> str:
     import importlib.metadata as md
 
-    names = ("torch", "ultralytics", "open_clip_torch", "onnx", "onnxruntime", "openvino")
+    names = ("torch", "ultralytics", "open_clip_torch", "onnx", "onnxruntime", "openvino", "nncf")
     found = []
     for name in names:
         try:
@@ -138,7 +141,9 @@ def versions() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", nargs="+", default=["torch", *installed_backends()])
+    int8 = ["openvino-int8"] if "openvino" in installed_backends() and find_spec("nncf") else []
+    parser.add_argument("--backends", nargs="+", default=["torch", *installed_backends(), *int8],
+                        help="columns: torch, openvino, onnxruntime, tensorrt, openvino-int8")
     parser.add_argument("--sizes", type=int, nargs="+", default=[480, 640])
     parser.add_argument("--frames", type=int, default=8, help="frames per dense pipeline run")
     parser.add_argument("--crop-frames", type=int, default=2, help="frames per crop pipeline run")

@@ -13,12 +13,12 @@ import importlib.util
 import cv2
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
 
 from sfs_ros.core.backends import installed
 from sfs_ros.core.backends.quantize import calibration_id, calibration_images
 from sfs_ros.core.frame import SfsError
 from sfs_ros.core.segmenter import SegmenterConfig
+from sfs_ros.eval.agreement import compare
 from sfs_ros.synth import known_answer
 from sfs_ros.synth.shapes import iter_scenes
 
@@ -47,18 +47,6 @@ def models(calibration, tmp_path_factory):
                known_answer.load("dense", int8=True, int8_calibration=calibration, **common))
 
 
-def _matched_iou(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per reference mask: the index of its one-to-one match in `other` (-1: none) and the IoU."""
-    a = reference.reshape(len(reference), -1).astype(np.float32)
-    b = other.reshape(len(other), -1).astype(np.float32)
-    inter = a @ b.T
-    iou = inter / np.maximum(a.sum(1)[:, None] + b.sum(1)[None] - inter, 1)
-    match, best = np.full(len(a), -1), np.zeros(len(a))
-    rows, cols = linear_sum_assignment(-iou)
-    match[rows], best[rows] = cols, iou[rows, cols]
-    return match, best
-
-
 def test_int8_graphs_are_quantised(models):
     import openvino as ov
 
@@ -71,20 +59,12 @@ def test_int8_graphs_are_quantised(models):
 
 
 def test_int8_agrees_with_f32_on_the_known_answer_world(models):
-    (f32_seg, f32_lab), (seg, lab) = models
-    ious, same, total = [], 0, 0
-    for scene in iter_scenes(12, 8, size=SIZE):
-        want, got = f32_seg.segment(scene.image), seg.segment(scene.image)
-        match, iou = _matched_iou(want.low_res, got.low_res)
-        want_ids = f32_lab.label(scene.image, want).class_ids
-        got_ids = lab.label(scene.image, got).class_ids
-        same += sum(int(j >= 0 and iou[i] >= 0.5 and got_ids[j] == want_ids[i])
-                    for i, j in enumerate(match))
-        ious += list(iou)
-        total += len(want)
-    assert total >= 40  # enough masks for the shares below to mean something
-    assert np.mean(ious) >= 0.95, f"mean mask IoU int8 vs f32 {np.mean(ious):.3f}"
-    assert same / total >= 0.95, f"same labels on {same}/{total} masks"
+    f32, int8 = models
+    agreement = compare(f32, int8, (scene.image for scene in iter_scenes(12, 8, size=SIZE)))
+    assert agreement.masks >= 40  # enough masks for the shares below to mean something
+    assert agreement.mean_iou >= 0.95, f"mean mask IoU int8 vs f32 {agreement.mean_iou:.3f}"
+    share = agreement.share(agreement.same_labels)
+    assert share >= 0.95, f"same labels on {share:.1%} of {agreement.masks} masks"
 
 
 def test_int8_reuses_its_export(models, calibration):
