@@ -222,11 +222,11 @@ def test_fuse_on_the_device_equals_the_numpy_loop(low, n, with_background):
 def test_areas_and_boxes_on_the_device_equal_the_numpy_formulas(monkeypatch, low, n):
     """large_masks (segment()'s filter) against MaskGrid.areas/boxes and boxes_from_masks, in
     several chunks of stack_stats, masks in the letterbox padding included."""
-    from sfs_ros.core import frame
+    from sfs_ros.core import handoff
     from sfs_ros.core.segmenter import large_masks
 
     masks, _ = overlapping_masks(n, seed=100 + n, low=low)
-    monkeypatch.setattr(frame, "STATS_CHUNK_CELLS", 7 * 37 * 53)
+    monkeypatch.setattr(handoff, "STATS_CHUNK_CELLS", 7 * 37 * 53)
     stack = masks.stack_tensor().numpy()
     areas = masks.grid.areas(stack) if low else stack.sum(axis=(1, 2), dtype=np.int64)
     keep = areas >= 9
@@ -284,3 +284,14 @@ def test_stream_profile_does_not_wait_for_another_stream():
         stream_profile.stream_profile()(device=device).time()
     assert not busy.query(), "StreamProfile waited for another stream"
     busy.synchronize()
+
+
+def test_frame_and_fusion_still_import_without_torch():
+    """options (read by the launch file and tools) imports frame and fusion; the hand-off's
+    torch code lives in core/handoff.py so that reading the option table stays cheap."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sfs_ros.core.options, sfs_ros.core.frame, sfs_ros.core.fusion; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

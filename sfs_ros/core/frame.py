@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a tensor is handled: options/launch read this cheaply
+    import torch
 
 #: Label-image value of pixels no named mask covers (mono16). The mono8 variant uses 255.
 UNLABELED = 65535
@@ -76,44 +78,6 @@ def tight_boxes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     y0, y1 = rows.argmax(axis=1), rows.shape[1] - rows[:, ::-1].argmax(axis=1)
     x0, x1 = cols.argmax(axis=1), cols.shape[1] - cols[:, ::-1].argmax(axis=1)
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.int32)
-
-
-#: Mask cells one chunk of `stack_stats` converts to float32 at once (64 MiB), bounding memory.
-STATS_CHUNK_CELLS = 1 << 24
-
-
-def stack_stats(stack: torch.Tensor, counts: tuple[np.ndarray, np.ndarray] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(areas (N,) int64, rows touched (N, h) bool, columns touched (N, w) bool) of a (N, h, w)
-    bool tensor, on its device. `counts` (MaskGrid.counts: image rows per row, image columns per
-    column) weights each cell by the image pixels it stands for; None: one each.
-
-    Chosen for CPU speed (torch's CPU sums of bool over the last axis are ~10x slower than
-    numpy's; maxima of uint8 and sums over the middle axis are not): rows and columns touched are
-    uint8 maxima; full resolution counts pixels per column (int16 while h < 32768, exact);
-    weighted (low-res) row sums are float32 matrix-vector products in chunks, exact (integer
-    sums below 2^24, inputs exact even under TF32).
-    """
-    n, h, w = stack.shape
-    cells = stack.view(torch.uint8)
-    rows, cols = cells.amax(dim=2) > 0, cells.amax(dim=1) > 0
-    if counts is None:  # full resolution: no float copy of the large stack
-        per_column = cells.sum(dim=1, dtype=torch.int16 if h < 1 << 15 else torch.int32)
-        return per_column.sum(dim=1, dtype=torch.int64), rows, cols
-    rc, cc = (torch.from_numpy(np.asarray(c, np.float32)).to(stack.device) for c in counts)
-    chunk = max(1, STATS_CHUNK_CELLS // max(1, h * w))
-    per_row = torch.cat([stack[start:start + chunk].to(torch.float32) @ cc  # image pixels per row
-                         for start in range(0, max(n, 1), chunk)])
-    areas = (per_row.to(torch.float64) @ rc.to(torch.float64)).round().to(torch.int64)
-    return areas, rows, cols
-
-
-def tight_boxes_tensor(rows: torch.Tensor, cols: torch.Tensor) -> np.ndarray:
-    """`tight_boxes` of bool tensors on any device; only the (N, 4) boxes come to host."""
-    rows, cols = rows.to(torch.uint8), cols.to(torch.uint8)  # argmax: first maximum, not on bool
-    y0, y1 = rows.argmax(dim=1), rows.shape[1] - rows.flip(1).argmax(dim=1)
-    x0, x1 = cols.argmax(dim=1), cols.shape[1] - cols.flip(1).argmax(dim=1)
-    return torch.stack([x0, y0, x1, y1], dim=1).cpu().numpy().astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -201,11 +165,6 @@ class MaskGrid:
         # image rows (N, H) and columns (N, W) each upsampled mask touches
         return tight_boxes(low.any(axis=2)[:, self.rows], low.any(axis=1)[:, self.cols])
 
-    def index_tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """`rows` and `cols` as int64 tensors on `device` (for the tensor-held masks)."""
-        return (torch.from_numpy(self.rows).to(device, torch.int64),
-                torch.from_numpy(self.cols).to(device, torch.int64))
-
 
 class Masks:
     """FastSAM output for one frame: per-mask boolean masks over the image, with xyxy boxes
@@ -230,10 +189,10 @@ class Masks:
         self._low: np.ndarray | None = None  # (N, h, w) bool
         self._tensor: torch.Tensor | None = None  # the held stack (low-res when `grid`) as a tensor
         self.grid: MaskGrid | None = None
-        if isinstance(masks, torch.Tensor):
-            self._tensor = masks
-        else:
+        if masks is None or isinstance(masks, np.ndarray):
             self._full = masks
+        else:
+            self._tensor = masks  # a torch.Tensor
         self.boxes = boxes  # (N, 4) int32 x0, y0, x1, y1
         self.scores = scores  # (N,) float32
         self.areas = areas  # (N,) int64
@@ -246,10 +205,10 @@ class Masks:
         if low.ndim != 3 or tuple(low.shape[1:]) != grid.shape:
             raise SfsError(f"low-res masks {tuple(low.shape)} do not match the grid {grid.shape}")
         out = cls(None, boxes, scores, areas)  # type: ignore[arg-type]
-        if isinstance(low, torch.Tensor):
-            out._tensor = low
-        else:
+        if isinstance(low, np.ndarray):
             out._low = low
+        else:
+            out._tensor = low
         out.grid = grid
         return out
 
@@ -287,6 +246,8 @@ class Masks:
         a tensor it never goes through numpy (a device-to-device copy at most), and a CUDA
         tensor is recorded on the caller's current stream, so the allocator cannot hand its
         memory to the segmenter's stream while another stage's kernels still read it."""
+        import torch
+
         if self._tensor is None:
             held = self._full if self.grid is None else self._low
             return torch.from_numpy(held).to(device or "cpu")
@@ -321,6 +282,8 @@ class Masks:
         """The masks picked by an index array (or boolean mask), in that order."""
         boxes, scores, areas = self.boxes[index], self.scores[index], self.areas[index]
         if self._tensor is not None:
+            import torch
+
             picked = self._tensor[torch.as_tensor(index, device=self._tensor.device)]
             if self.grid is None:
                 return Masks(picked, boxes, scores, areas)

@@ -6,7 +6,6 @@ masks painted later stay visible: the Semantic-Segment-Anything rule.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from sfs_ros.core.frame import (
     UNLABELED,
@@ -50,8 +49,10 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     on_device = masks.held_on is not None
     grid = masks.grid
     if on_device:
+        from sfs_ros.core.handoff import paint_tensor
+
         stack = masks.stack_tensor()
-        is_bool = stack.dtype == torch.bool
+        is_bool = str(stack.dtype) == "torch.bool"
     else:
         stack = masks.masks if grid is None else masks.low_res
         is_bool = stack.dtype == np.bool_
@@ -76,7 +77,7 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
             f"background {np.shape(background)} does not match masks {(height, width)}"
         )
     if on_device:
-        label_image, instance_image = paint_tensor(stack, class_ids, masks.areas)
+        label_image, instance_image = paint_tensor(stack, class_ids, paint_order(masks.areas))
     else:
         if background is None or grid is not None:
             label_image = np.full(stack.shape[1:], UNLABELED, np.uint16)
@@ -94,23 +95,6 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
         unlabeled = label_image == UNLABELED
         label_image[unlabeled] = np.asarray(background)[unlabeled]
     return label_image, instance_image
-
-
-def paint_tensor(stack: torch.Tensor, class_ids: np.ndarray, areas: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """`fuse`'s painting of a (N, H, W) or low-res (N, h, w) bool tensor, on its device: the
-    numpy loop's rule with masked_fill_ (elementwise: no per-mask pixel count that would stop
-    the stream, as boolean indexing does on CUDA). Only the two painted images come to host (a
-    low-res pair is upsampled there, 16x fewer pixels to copy), as int32 (CUDA's torch.uint16
-    support is partial) made uint16 on host."""
-    label_image = torch.full(stack.shape[1:], UNLABELED, dtype=torch.int32, device=stack.device)
-    instance_image = torch.zeros_like(label_image)
-    for i in paint_order(areas).tolist():
-        instance_image.masked_fill_(stack[i], i + 1)
-        if class_ids[i] != UNLABELED_CLASS:
-            label_image.masked_fill_(stack[i], int(class_ids[i]))
-    both = torch.stack([label_image, instance_image]).cpu().numpy().astype(np.uint16)
-    return both[0], both[1]
 
 
 def track_lut(values: np.ndarray) -> np.ndarray:

@@ -23,15 +23,8 @@ import torch
 
 from sfs_ros.core import stream_profile
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
-from sfs_ros.core.frame import (
-    MaskGrid,
-    Masks,
-    SfsError,
-    check_rgb_image,
-    stack_stats,
-    tight_boxes,
-    tight_boxes_tensor,
-)
+from sfs_ros.core.frame import MaskGrid, Masks, SfsError, check_rgb_image, tight_boxes
+from sfs_ros.core.handoff import grid_index, stack_stats, tight_boxes_tensor
 from sfs_ros.core.options import MASK_RESOLUTIONS, int8_problem
 from sfs_ros.core.weights import cache_dir, fastsam_architecture, resolve_fastsam
 
@@ -187,7 +180,7 @@ def large_masks(stack: torch.Tensor, grid: MaskGrid | None, min_area: int
     areas, rows, cols = stack_stats(stack, grid.counts if grid is not None else None)
     keep = areas >= min_area
     if grid is not None:  # the image rows and columns each upsampled mask touches
-        grid_rows, grid_cols = grid.index_tensors(stack.device)
+        grid_rows, grid_cols = grid_index(grid, stack.device)
         rows, cols = rows.index_select(1, grid_rows), cols.index_select(1, grid_cols)
     boxes = tight_boxes_tensor(rows[keep], cols[keep])
     return stack[keep], boxes, areas[keep].cpu().numpy(), keep.cpu().numpy()
