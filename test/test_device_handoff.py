@@ -204,10 +204,15 @@ def overlapping_masks(n: int, seed: int, low: bool) -> tuple[Masks, Labels]:
 @pytest.mark.parametrize("low", [False, True])
 @pytest.mark.parametrize("n", [0, 1, 12, 40])
 @pytest.mark.parametrize("with_background", [False, True])
-def test_fuse_on_the_device_equals_the_numpy_loop(low, n, with_background):
+@pytest.mark.parametrize("all_labeled", [False, True])
+def test_fuse_on_the_device_equals_the_numpy_loop(low, n, with_background, all_labeled):
     masks, labels = overlapping_masks(n, seed=n, low=low)
     if not with_background:
         labels = dataclasses.replace(labels, background=None)
+    if all_labeled:  # paint_tensor's one-pass branch
+        labels = dataclasses.replace(labels, class_ids=np.abs(labels.class_ids))
+    elif n > 1:
+        assert (labels.class_ids == UNLABELED_CLASS).any()
     label_image, instance_image = fuse(masks, labels)
     ref_label, ref_instance = fuse(numpy_twin(masks), labels)
     assert label_image.dtype == instance_image.dtype == np.uint16

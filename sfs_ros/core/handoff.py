@@ -61,15 +61,22 @@ def grid_index(grid: MaskGrid, device: torch.device) -> tuple[torch.Tensor, torc
 def paint_tensor(stack: torch.Tensor, class_ids: np.ndarray, order: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """`fusion.fuse`'s painting of a (N, H, W) or low-res (N, h, w) bool tensor in paint `order`,
-    on its device: the numpy loop's rule with masked_fill_ (elementwise: no per-mask pixel count that would stop
-    the stream, as boolean indexing does on CUDA). Only the two painted images come to host (a
-    low-res pair is upsampled there, 16x fewer pixels to copy), as int32 (CUDA's torch.uint16
-    support is partial) made uint16 on host."""
-    label_image = torch.full(stack.shape[1:], UNLABELED, dtype=torch.int32, device=stack.device)
-    instance_image = torch.zeros_like(label_image)
+    on its device: the numpy loop's rule with masked_fill_ (elementwise: no per-mask pixel count
+    that would stop the stream, as boolean indexing does on CUDA). Only the painted images come
+    to host (a low-res pair is upsampled there, 16x fewer pixels to copy), as int32 (CUDA's
+    torch.uint16 support is partial) made uint16 on host. When every mask is labeled the top
+    mask is the top labeled mask, so the label image is a lookup of the instance image on host:
+    one painting pass and one image copied instead of two."""
+    instance = torch.zeros(stack.shape[1:], dtype=torch.int32, device=stack.device)
     for i in order.tolist():
-        instance_image.masked_fill_(stack[i], i + 1)
-        if class_ids[i] != UNLABELED_CLASS:
-            label_image.masked_fill_(stack[i], int(class_ids[i]))
-    both = torch.stack([label_image, instance_image]).cpu().numpy().astype(np.uint16)
+        instance.masked_fill_(stack[i], i + 1)
+    labeled = class_ids != UNLABELED_CLASS
+    if labeled.all():
+        instance_image = instance.cpu().numpy().astype(np.uint16)
+        class_of = np.concatenate([[UNLABELED], class_ids]).astype(np.uint16)  # index + 1 -> class
+        return class_of[instance_image], instance_image
+    label = torch.full_like(instance, UNLABELED)
+    for i in order[labeled[order]].tolist():
+        label.masked_fill_(stack[i], int(class_ids[i]))
+    both = torch.stack([label, instance]).cpu().numpy().astype(np.uint16)
     return both[0], both[1]

@@ -33,7 +33,8 @@ def stream_profile() -> type:
 
             def time(self) -> float:
                 device = torch.device(self.device) if self.device is not None else None
-                if self.accelerator is not None and device is not None and device.type == "cuda":
+                timed_device = getattr(self, "accelerator", None) is not None  # Ultralytics' flag
+                if timed_device and device is not None and device.type == "cuda":
                     stream = torch.cuda.current_stream(device)
                     if stream != torch.cuda.default_stream(device):
                         stream.synchronize()
