@@ -184,7 +184,8 @@ class Masks:
     Boxes, scores and areas are small and always numpy.
     """
 
-    def __init__(self, masks: np.ndarray | torch.Tensor, boxes: np.ndarray, scores: np.ndarray, areas: np.ndarray) -> None:
+    def __init__(self, masks: np.ndarray | torch.Tensor, boxes: np.ndarray, scores: np.ndarray,
+                 areas: np.ndarray) -> None:
         self._full: np.ndarray | None = None  # (N, H, W) bool
         self._low: np.ndarray | None = None  # (N, h, w) bool
         self._tensor: torch.Tensor | None = None  # the held stack (low-res when `grid`) as a tensor
@@ -199,8 +200,8 @@ class Masks:
         self.host_copies = 0  # numpy forms made from the tensor (each one device -> host copy)
 
     @classmethod
-    def from_low_res(cls, low: np.ndarray | torch.Tensor, grid: MaskGrid, boxes: np.ndarray, scores: np.ndarray,
-                     areas: np.ndarray) -> "Masks":
+    def from_low_res(cls, low: np.ndarray | torch.Tensor, grid: MaskGrid, boxes: np.ndarray,
+                     scores: np.ndarray, areas: np.ndarray) -> "Masks":
         """Masks held at low resolution; boxes and areas in image pixels (see MaskGrid)."""
         if low.ndim != 3 or tuple(low.shape[1:]) != grid.shape:
             raise SfsError(f"low-res masks {tuple(low.shape)} do not match the grid {grid.shape}")
@@ -285,9 +286,8 @@ class Masks:
             import torch
 
             picked = self._tensor[torch.as_tensor(index, device=self._tensor.device)]
-            if self.grid is None:
-                return Masks(picked, boxes, scores, areas)
-            out = Masks.from_low_res(picked, self.grid, boxes, scores, areas)
+            out = (Masks(picked, boxes, scores, areas) if self.grid is None
+                   else Masks.from_low_res(picked, self.grid, boxes, scores, areas))
         elif self.grid is None:
             return Masks(self._full[index], boxes, scores, areas)
         else:

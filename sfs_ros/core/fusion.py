@@ -49,10 +49,12 @@ def fuse(masks: Masks, labels: Labels) -> tuple[np.ndarray, np.ndarray]:
     on_device = masks.held_on is not None
     grid = masks.grid
     if on_device:
+        import torch  # here, not at the top: options reads this module without torch
+
         from sfs_ros.core.handoff import paint_tensor
 
         stack = masks.stack_tensor()
-        is_bool = str(stack.dtype) == "torch.bool"
+        is_bool = stack.dtype == torch.bool
     else:
         stack = masks.masks if grid is None else masks.low_res
         is_bool = stack.dtype == np.bool_
