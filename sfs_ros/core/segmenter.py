@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sfs_ros.core import stream_profile
+from sfs_ros.core.nms import prefiltering_predictor
 from sfs_ros.core.device import new_stream, on_stream, resolve_device
 from sfs_ros.core.frame import MaskGrid, Masks, SfsError, check_rgb_image, tight_boxes
 from sfs_ros.core.handoff import grid_index, stack_stats, tight_boxes_tensor
@@ -224,10 +225,9 @@ def low_res_predictor(factor: int = 1) -> type:
     if factor not in _GRID_PREDICTORS:
         import torch.nn.functional as F
         from ultralytics.engine.results import Results
-        from ultralytics.models.fastsam import FastSAMPredictor
         from ultralytics.utils import ops
 
-        class GridFastSAMPredictor(FastSAMPredictor):
+        class GridFastSAMPredictor(prefiltering_predictor()):  # type: ignore[misc]
             def construct_result(self, pred, img, orig_img, img_path, proto):
                 masks = None
                 if pred.shape[0]:
@@ -283,7 +283,8 @@ class Segmenter:
             log.warning("FastSAM checkpoint %s holds RANDOM weights (saved by --random-weights): "
                         "masks are meaningless, outputs are marked random_weights", checkpoint)
         grid = config.mask_resolution != "full"
-        self.predictor = low_res_predictor(GRID_FACTORS[config.mask_resolution]) if grid else None
+        self.predictor = (low_res_predictor(GRID_FACTORS[config.mask_resolution]) if grid
+                          else prefiltering_predictor())  # core/nms.py: the same NMS, stopped early
         self.exported: Path | None = None  # the exported model run instead (`backend`)
         if config.backend != "torch":
             from sfs_ros.core.backends.fastsam import backend_predictor, exported_fastsam
