@@ -87,16 +87,12 @@ def _int8(f32_key: ExportKey, f32_path: Path, config: SegmenterConfig, progress:
 _F32_PREDICTORS: dict[tuple[type, Path], type] = {}
 
 
-def backend_predictor(backend: str, base: type | None, exported: Path) -> type | None:
-    """The predictor class for `backend`: `base` (None: Ultralytics' default), except on
+def backend_predictor(backend: str, base: type, exported: Path) -> type:
+    """The predictor class for `backend`: the Segmenter's `base`, except on
     openvino, whose CPU plugin runs bf16 by default on CPUs with avx512_bf16/AMX (masks and
     scores then drift from torch's): that one recompiles `exported` with f32 inference."""
     if backend != "openvino":
         return base
-    if base is None:
-        from ultralytics.models.fastsam import FastSAMPredictor
-
-        base = FastSAMPredictor
     if (base, exported) not in _F32_PREDICTORS:
 
         class F32OpenVINOPredictor(base):  # type: ignore[valid-type,misc]

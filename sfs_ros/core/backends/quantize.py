@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -103,6 +104,7 @@ def quantize_ir(xml: Path, out_xml: Path, inputs: Sequence[np.ndarray], *, trans
     import nncf
     import openvino as ov
 
+    nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node; progress stays
     model = ov.Core().read_model(str(xml))
     kwargs: dict = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {
         "preset": nncf.QuantizationPreset.MIXED}
