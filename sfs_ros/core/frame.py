@@ -310,9 +310,9 @@ class Masks:
         rows, cols = self.grid.rows[y0:y1], self.grid.cols[x0:x1]
         if not len(rows) or not len(cols):
             return np.zeros((len(rows), len(cols)), bool)
-        # rows and cols never decrease: the window [first, last] holds every cell they name
-        window = self._tensor[i, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].cpu().numpy()
-        return window[rows - rows[0]][:, cols - cols[0]]
+        r0, c0 = int(rows.min()), int(cols.min())  # the window holding every cell they name
+        window = self._tensor[i, r0:int(rows.max()) + 1, c0:int(cols.max()) + 1].cpu().numpy()
+        return window[rows - r0][:, cols - c0]
 
     def sampled(self, stride: int) -> np.ndarray:
         """(N, ~H / stride, ~W / stride) bool: the full-resolution masks at every `stride`-th
