@@ -264,10 +264,10 @@ BACKEND_OPTIONS: tuple[Option, ...] = (
            "backend other than torch: export a model missing from the cache when loading (tens "
            "of seconds, once) instead of failing with the `sfs export` command to run."),
     Option("int8", False,
-           "backend openvino: run FastSAM and the CLIP image encoder as int8 graphs, quantised once "
-           "by NNCF post-training quantisation at export (cached like the exports) on "
-           "int8_calibration. ~2.5x faster than f32 on CPUs with VNNI; agreement with f32 in "
-           "BENCHMARKS.md. Other backends refuse it."),
+           "backend openvino: run FastSAM and the dense CLIP graph as int8 (the crop encoder stays "
+           "f32), quantised once by NNCF post-training quantisation at export (cached like the "
+           "exports) on int8_calibration. 2-3x faster than f32 on CPUs with VNNI; agreement with "
+           "f32 in BENCHMARKS.md. Other backends refuse it."),
     Option("int8_calibration", "",
            "int8: folder of images to calibrate on (up to 32; your camera's frames are best). "
            "Empty: generated frames (the shapes world) and photos bundled with scikit-image."),
