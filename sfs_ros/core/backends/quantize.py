@@ -1,7 +1,7 @@
 """int8: NNCF post-training quantisation of the OpenVINO exports (option `int8`): FastSAM and
 the dense CLIP graph (the crop encoder stays f32: backends/clip.py says why).
 
-On a CPU with VNNI the int8 graphs run ~2.5x faster than f32 (BENCHMARKS.md, "int8"). NNCF
+On a CPU with VNNI the int8 graphs run 2-3x faster than f32 (BENCHMARKS.md, "int8"). NNCF
 only needs sample inputs to calibrate activation ranges, no labels: `calibration_images` gives
 them, from the `int8_calibration` folder (a robot's own frames are the best sample) or, by
 default, generated frames (the shapes world) and photos bundled with scikit-image. Each network
@@ -11,8 +11,8 @@ normalisation), so calibration sees exactly what inference will.
 Kept in f32 (ignored scope): in FastSAM the element-wise tail of the head (box decoding, the
 sigmoid scores: Multiply/Subtract/Sigmoid), where int8 rounding moves boxes and reorders
 near-equal scores; in CLIP what NNCF's transformer rules (ModelType.TRANSFORMER, with
-SmoothQuant) keep out of int8, such as softmax and layer norms. Agreement with f32 is checked on the known-answer world
-(test_backends.py) and reported in BENCHMARKS.md.
+SmoothQuant) keep out of int8, such as softmax and layer norms. Agreement with f32 is checked
+on the known-answer world (test_int8.py, bench/int8.py) and reported in BENCHMARKS.md.
 """
 from __future__ import annotations
 
