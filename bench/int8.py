@@ -25,7 +25,7 @@ from sfs_ros.synth.shapes import iter_scenes
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", type=int, default=48)
-    parser.add_argument("--modes", nargs="+", default=["dense", "crop"])
+    parser.add_argument("--modes", nargs="+", default=["dense", "hybrid", "crop"])
     args = parser.parse_args()
     scenes = list(iter_scenes(12, args.scenes, size=(480, 640)))
     out = [f"`{' '.join(['.venv/bin/python', *sys.argv])}`", "",

@@ -38,6 +38,7 @@ ROSDEP = {
     "matplotlib": "python3-matplotlib",
     "scipy": "python3-scipy",
     "threadpoolctl": "python3-threadpoolctl",
+    "skimage": "python3-skimage",  # int8's generated calibration photos (core/backends/quantize.py)
 }
 #: Top-level module -> the requirements.txt line that installs it (no rosdep key exists).
 PIP_ONLY = {
@@ -52,6 +53,7 @@ PIP_ONLY = {
     "mcap_ros2": "mcap-ros2-support",
     "openvino": "openvino",  # backend openvino (#17), imported only when chosen
     "onnxruntime": "onnxruntime",  # backend onnxruntime / tensorrt (#17)
+    "nncf": "nncf",  # option int8 (#17), imported only when quantising
 }
 RUNTIME_TAGS = ("depend", "exec_depend")
 
