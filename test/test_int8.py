@@ -9,6 +9,8 @@ frames (`int8_calibration`), as a robot would; the frames checked are other scen
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -76,6 +78,22 @@ def test_int8_reuses_its_export(models, calibration):
 
     again = Segmenter(seg.config)  # the same options: the cached int8 folder, not a new one
     assert again.exported == seg.exported
+
+
+def test_sfs_export_int8(models, calibration):
+    """`sfs export --int8` builds (or finds) the same int8 files the models above loaded."""
+    values = known_answer.options("dense", imgsz=320, backend="openvino", mask_resolution="low",
+                                  int8=True, int8_calibration=calibration)
+    command = [sys.executable, "-m", "sfs_ros.cli", "export", *known_answer.flags(values),
+               "--frame-size", f"{SIZE[1]}x{SIZE[0]}"]
+    for _ in range(2):  # the second run finds everything in the cache
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    (_, _), (seg, _) = models
+    assert lines["fastsam"] == str(seg.exported)
+    assert "int8" in lines["clip dense 224x296 (HxW)"] and "int8" not in lines["clip crops"]
+    assert done.stdout.rstrip().endswith("0 exported, 3 cached")
 
 
 def test_int8_needs_openvino():
