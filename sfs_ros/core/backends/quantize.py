@@ -58,9 +58,7 @@ def calibration_images(folder: str = "", size: tuple[int, int] = (480, 640)) -> 
     if folder:
         import cv2
 
-        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if Path(folder).is_dir() else []
-        images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files[:CALIBRATION_FRAMES]]
+        images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in _calibration_files(folder)]
         images = [im[:, :, ::-1].copy() for im in images if im is not None]
         if not images:
             raise SfsError(f"int8_calibration {folder!r}: no readable images "
@@ -73,15 +71,22 @@ def calibration_images(folder: str = "", size: tuple[int, int] = (480, 640)) -> 
     return [s.image for s in scenes] + photos
 
 
+def _calibration_files(folder: str) -> list[Path]:
+    """The images of `folder` calibration reads: the first CALIBRATION_FRAMES, sorted by name."""
+    if not Path(folder).is_dir():
+        return []
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return files[:CALIBRATION_FRAMES]
+
+
 def calibration_id(folder: str = "") -> str:
-    """What the calibration depends on, for the export cache key: the files' names and
-    contents of `folder`, or the generator's settings (and nncf's version, which quantises)."""
+    """What the calibration depends on, for the export cache key: the names and contents of the
+    files it reads from `folder`, or the generator's settings (and nncf's version)."""
     digest = hashlib.sha1(f"nncf{importlib.metadata.version('nncf')}-recipe{RECIPE}".encode())
     if folder and Path(folder).is_dir():
-        for path in sorted(Path(folder).iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                digest.update(path.name.encode())
-                digest.update(path.read_bytes())
+        for path in _calibration_files(folder):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
     else:
         digest.update(f"{folder}|generated|{CALIBRATION_SEED}|{CALIBRATION_FRAMES}|{PHOTOS}".encode())
     return digest.hexdigest()[:12]
