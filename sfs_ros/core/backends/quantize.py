@@ -105,8 +105,8 @@ def require_nncf() -> None:
 
 def quantize_ir(xml: Path, out_xml: Path, inputs: Sequence[np.ndarray], *, transformer: bool,
                 f32_types: Sequence[str] = ()) -> Path:
-    """Quantise the OpenVINO IR `xml` on `inputs` (one network input array each) into `out_xml`."""
-    require_nncf()
+    """Quantise the OpenVINO IR `xml` on `inputs` (one network input array each) into `out_xml`
+    (`quantized` has checked that nncf is installed)."""
     import nncf
     import openvino as ov
 
